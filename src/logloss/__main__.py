@@ -1,0 +1,5 @@
+import sys
+
+from logloss.cli import main
+
+sys.exit(main())

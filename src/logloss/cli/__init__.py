@@ -1,0 +1,64 @@
+"""The ``logloss`` command: parses arguments, calls the library, prints.
+
+Each subcommand group lives in its own module with a ``register(subparsers)`` function that adds
+its parsers and sets ``handler`` (a function taking the parsed ``argparse.Namespace`` and returning
+an exit status).  Modules import heavy libraries (torch, matplotlib) inside their handlers so that
+``logloss --help`` stays fast.
+
+Errors: a handler raises :class:`CLIError` (or ``ValueError`` from the library) for bad input;
+``main`` prints one line, ``logloss: error: <message>``, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# One module per subcommand group; order is the order of ``logloss --help``.
+COMMAND_MODULES = ("core", "data", "train", "explain", "serve")
+
+
+class CLIError(Exception):
+    """Invalid input given on the command line: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from logloss import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="logloss",
+        description="Cross-entropy (log loss) you can compute, verify, train with and explain.",
+    )
+    parser.add_argument("--version", action="version", version=f"logloss {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"logloss.cli.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"logloss.cli.{name}":
+                raise
+            continue  # a command group not built yet
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except (CLIError, ValueError) as error:
+        print(f"logloss: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("logloss: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
