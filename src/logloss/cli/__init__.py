@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 # One module per subcommand group; order is the order of ``logloss --help``.
 COMMAND_MODULES = ("core", "data", "train", "explain", "serve")
@@ -24,15 +26,24 @@ class CLIError(Exception):
     """Invalid input given on the command line: printed as one line, exit status 2."""
 
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line, like every other error of the tool."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"logloss: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from logloss import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrorParser(
         prog="logloss",
         description="Cross-entropy (log loss) you can compute, verify, train with and explain.",
     )
     parser.add_argument("--version", action="version", version=f"logloss {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=_OneLineErrorParser
+    )
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(f"logloss.cli.{name}")
@@ -55,6 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CLIError, ValueError) as error:
         print(f"logloss: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (``logloss ... | head``): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print("logloss: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,242 @@
+"""Dataset commands: ``logloss data list``, ``logloss data fetch``, ``logloss data show``.
+
+Also :func:`add_data_arguments`, which every command that reads a dataset uses to add the same
+``--data-dir DIR`` and ``--dataset NAME`` options.  The work is done by :mod:`logloss.data`,
+imported inside the handlers so that ``logloss --help`` stays fast (NumPy is not loaded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from logloss.cli import CLIError
+
+# Kept in step with logloss.data.registry.DATASETS (a test checks) so that building the parser
+# does not import NumPy.
+DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist", "digits")
+SPLIT_NAMES = ("train", "test")
+
+DATA_DIR_HELP = (
+    "data folder holding one subfolder per dataset (mnist/, fashion-mnist/, kmnist/) with the "
+    "original .gz files; searched first, then $LOGLOSS_DATA, then the user cache "
+    "(~/.cache/logloss); downloads go here when given (default: none)"
+)
+
+
+def add_data_arguments(
+    parser: argparse.ArgumentParser, *, dataset: bool = True, default_dataset: str = "mnist"
+) -> None:
+    """Add the standard ``--data-dir DIR`` (and ``--dataset NAME``) options to ``parser``.
+
+    Parsed values: ``args.data_dir`` (``Path`` or ``None``) and ``args.dataset`` (a name); pass them
+    on as ``load_dataset(args.dataset, split, data_dir=args.data_dir)``.
+    """
+    parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR", help=DATA_DIR_HELP)
+    if dataset:
+        parser.add_argument(
+            "--dataset",
+            choices=DATASET_NAMES,
+            default=default_dataset,
+            metavar="NAME",
+            help=f"dataset: {', '.join(DATASET_NAMES)} (digits is bundled and works offline) "
+            f"(default: {default_dataset})",
+        )
+
+
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", default=False, help="print JSON instead of text"
+    )
+
+
+def _add_name(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "name", choices=DATASET_NAMES, metavar="NAME", help=f"one of {', '.join(DATASET_NAMES)}"
+    )
+
+
+def register(subparsers: Any) -> None:
+    """Add ``logloss data ...`` to the ``logloss`` parser."""
+    data = subparsers.add_parser(
+        "data",
+        help="list, download and look at datasets",
+        description="Datasets are looked for in --data-dir, then $LOGLOSS_DATA, then the user "
+        "cache; missing ones are downloaded from public mirrors and verified by SHA-256.",
+    )
+    data.set_defaults(handler=lambda args: _usage(data))
+    commands = data.add_subparsers(dest="data_command", metavar="COMMAND")
+
+    listing = commands.add_parser(
+        "list",
+        help="the datasets, and where each is found",
+        description="For each dataset: its size, and the place it was found in (or where "
+        "`logloss data fetch` would download it).",
+    )
+    add_data_arguments(listing, dataset=False)
+    _add_json(listing)
+    listing.set_defaults(handler=run_list)
+
+    fetch = commands.add_parser(
+        "fetch",
+        help="download a dataset (verified by SHA-256) unless it is already present",
+        description="Download the dataset's missing files into --data-dir, or the user cache "
+        "without it, trying each public mirror in turn and checking each file's published "
+        "SHA-256 before keeping it.",
+    )
+    _add_name(fetch)
+    add_data_arguments(fetch, dataset=False)
+    fetch.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        default=True,
+        help="do not show progress bars",
+    )
+    fetch.set_defaults(handler=run_fetch)
+
+    show = commands.add_parser(
+        "show",
+        help="print one image as text art with its label (and write it as PNG)",
+        description="Print image number INDEX of a split as text art and its label; --png "
+        "writes the image as a grayscale PNG.",
+    )
+    _add_name(show)
+    show.add_argument(
+        "--index", type=int, required=True, metavar="I", help="image number, from 0 (required)"
+    )
+    show.add_argument(
+        "--split", choices=SPLIT_NAMES, default="train", help="train or test (default: train)"
+    )
+    show.add_argument(
+        "--png", type=Path, default=None, metavar="FILE", help="also write the image to FILE"
+    )
+    show.add_argument(
+        "--scale",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --png, magnify each pixel to N x N (1-64, default: 1)",
+    )
+    add_data_arguments(show, dataset=False)
+    _add_json(show)
+    show.set_defaults(handler=run_show)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _dataset_status(name: str, data_dir: Path | None) -> dict[str, Any]:
+    from logloss.data import SPLITS, find_dataset, get_dataset
+    from logloss.data.locations import download_root
+
+    info = get_dataset(name)
+    status: dict[str, Any] = {
+        "name": name,
+        "description": info.description,
+        "image_shape": list(info.image_shape),
+        "samples": dict(info.sizes),
+    }
+    if info.bundled:
+        return {**status, "found": True, "source": "bundled", "path": None, "cached": False}
+    found = find_dataset(name, None, data_dir)
+    partial = [s for s in SPLITS if find_dataset(name, s, data_dir)] if found is None else []
+    return {
+        **status,
+        "found": found is not None,
+        "splits_found": list(SPLITS) if found else partial,
+        "source": found[0].source if found else None,
+        "path": str(found[1]) if found else None,
+        "cached": bool(found) and found[0].source == "user cache",
+        "download_to": None if found else str(download_root(data_dir) / name),
+    }
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from logloss.data import DATASETS
+
+    rows = [_dataset_status(name, args.data_dir) for name in DATASETS]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="datasets (searched: --data-dir, $LOGLOSS_DATA, user cache)")
+    for column in ("dataset", "images", "train/test", "found in"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("location", overflow="fold")
+    for row in rows:
+        shape = "x".join(map(str, row["image_shape"]))
+        sizes = f"{row['samples']['train']}/{row['samples']['test']}"
+        if row["source"] == "bundled":
+            where, location = "bundled", "ships with logloss (offline)"
+        elif row["found"]:
+            where, location = row["source"], row["path"]
+        else:
+            partial = ", ".join(row["splits_found"])
+            where = f"only {partial}" if partial else "not found"
+            location = f"`logloss data fetch` downloads to {row['download_to']}"
+        table.add_row(row["name"], shape, sizes, where, location)
+    Console().print(table)
+    return 0
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    from logloss.data import download_dataset, find_dataset, get_dataset
+    from logloss.data.locations import download_root
+
+    info = get_dataset(args.name)
+    if info.bundled:
+        print(f"{args.name} ships with logloss: nothing to download")
+        return 0
+    if args.data_dir is None:  # anywhere in the search path will do
+        found = find_dataset(args.name)
+        if found is not None:
+            print(f"{args.name} is already present ({found[0].source}): {found[1]}")
+            return 0
+    folder = download_root(args.data_dir) / args.name  # with --data-dir: that folder only
+    if all((folder / f.name).is_file() for f in info.all_files):
+        print(f"{args.name} is already present: {folder}")
+        return 0
+    download_dataset(args.name, args.data_dir, progress=args.progress)
+    print(f"{args.name}: all files downloaded and verified in {folder}")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from logloss.data import get_dataset, load_dataset
+    from logloss.data.render import image_to_text, save_png
+
+    images, labels = load_dataset(args.name, args.split, data_dir=args.data_dir)
+    if not 0 <= args.index < len(labels):
+        raise CLIError(
+            f"--index {args.index} is out of range: the {args.split} split of {args.name} has "
+            f"{len(labels)} images, numbered 0 to {len(labels) - 1}"
+        )
+    image, label = images[args.index], int(labels[args.index])
+    name = get_dataset(args.name).classes[label]
+    if args.png is not None:
+        save_png(args.png, image, scale=args.scale)
+    if args.json:
+        record = {
+            "dataset": args.name,
+            "split": args.split,
+            "index": args.index,
+            "label": label,
+            "class": name,
+            "image": image.tolist(),
+            "png": None if args.png is None else str(args.png),
+        }
+        print(json.dumps(record))
+        return 0
+    print(image_to_text(image))
+    caption = f"label: {label}" + ("" if name == str(label) else f" ({name})")
+    print(f"{args.name} {args.split}[{args.index}]  {caption}")
+    if args.png is not None:
+        print(f"wrote {args.png}")
+    return 0

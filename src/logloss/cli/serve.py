@@ -1,0 +1,89 @@
+"""``logloss serve``: a local page to draw a digit and watch the loss."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="start a local web page: draw a digit, watch logits, softmax and the loss",
+        description="Serve a page where you draw a digit (or browse test samples) and see the "
+        "model's logits, softmax probabilities and -ln p(true class). Listens on "
+        "127.0.0.1 (this machine only) unless --host says otherwise.",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="checkpoint directory written by `logloss train`",
+    )
+    parser.add_argument(
+        "--which",
+        choices=("best", "last", "initial"),
+        default="best",
+        help="which weights of the checkpoint to use (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--host",
+        type=str,
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s; 0.0.0.0 exposes it to the network)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=8000,
+        help="TCP port, 0 for any free one (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder holding the dataset for the sample browser (default: $LOGLOSS_DATA or the "
+        "project's data folder)",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=1 << 20,
+        help="larger request bodies are refused with 413 (default: %(default)s)",
+    )
+    parser.set_defaults(handler=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from logloss.cli import CLIError
+
+    if not 0 <= args.port <= 65535:
+        raise CLIError(f"--port {args.port} is not a TCP port; use 0-65535 (0 = any free port)")
+    if args.max_body_bytes < 1024:
+        raise CLIError(f"--max-body-bytes {args.max_body_bytes} is too small; use at least 1024")
+    if not args.checkpoint.is_dir():
+        raise CLIError(f"--checkpoint {args.checkpoint} is not a directory; train one first")
+
+    from logloss.serve import create_app, serve
+
+    app = create_app(
+        args.checkpoint,
+        which=args.which,
+        data_dir=args.data_dir,
+        max_body_bytes=args.max_body_bytes,
+    )
+
+    def announce(url: str) -> None:
+        print(f"logloss serve: {url}/  (Ctrl+C to stop)", flush=True)
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(
+                f"logloss serve: warning: listening on {args.host}, reachable from other machines",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    serve(app, args.host, args.port, announce=announce)
+    return 0

@@ -1,0 +1,68 @@
+"""Show a dataset image: as text art for a terminal, or as a PNG file (written atomically)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from logloss.data._atomic import atomic_write
+
+__all__ = ["image_to_text", "save_png"]
+
+# Dark to bright; ten levels of 0..255 each (value * 10 // 256).
+_RAMP = " .:-=+*#%@"
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 2 or image.dtype != np.uint8:
+        raise ValueError(
+            f"expected one uint8 image of shape (H, W), got {image.dtype} {image.shape}"
+        )
+    return image
+
+
+def image_to_text(image: np.ndarray, *, width: int = 2) -> str:
+    """Render a uint8 image as text, one line per row, ``width`` characters per pixel.
+
+    A pixel of value v becomes ``" .:-=+*#%@"[v * 10 // 256]``; two characters per pixel keep a
+    square pixel roughly square in a terminal font.
+
+    Args:
+        image: uint8 (H, W), 0 black .. 255 white (MNIST's ink is bright).
+        width: characters per pixel.
+
+    Returns:
+        H lines of W * width characters, joined by newlines.
+
+    >>> print(image_to_text(np.array([[0, 255], [128, 30]], dtype=np.uint8), width=1))
+     @
+    +.
+    """
+    image = _check_image(image)
+    ramp = np.array(list(_RAMP))
+    cells = np.repeat(ramp[image.astype(np.intp) * len(_RAMP) // 256], width, axis=1)
+    return "\n".join("".join(row) for row in cells)
+
+
+def save_png(path: str | os.PathLike[str], image: np.ndarray, *, scale: int = 1) -> None:
+    """Write a uint8 image as an 8-bit grayscale PNG, each pixel a ``scale`` x ``scale`` block.
+
+    The file appears complete or not at all (temporary file beside it, then renamed).
+
+    Args:
+        path: the PNG file to write.
+        image: uint8 (H, W).
+        scale: integer magnification, 1 to 64.
+    """
+    image = _check_image(image)
+    if isinstance(scale, bool) or not isinstance(scale, int) or not 1 <= scale <= 64:
+        raise ValueError(f"scale must be an integer from 1 to 64, got {scale!r}")
+    from PIL import Image
+
+    pixels = np.kron(
+        image, np.ones((scale, scale), dtype=np.uint8)
+    )  # nearest-neighbour zoom; 2-D uint8 is mode "L"
+    with atomic_write(path) as handle:
+        Image.fromarray(pixels).save(handle, format="PNG")

@@ -1,0 +1,667 @@
+"""Fused cross-entropy for large class counts: loss and gradient in one pass over the logits.
+
+``cross_entropy`` matches ``torch.nn.functional.cross_entropy`` for (N, C) logits and class-index
+targets, but its forward pass already writes the gradient
+
+    dL/dz_ij = s (softmax(z_i)_j - (1 - eps) [j == y_i] - eps / C)
+
+(s = 1/N_valid for ``reduction="mean"``, 1 otherwise) into a buffer it owns, or over the logits
+with ``inplace_backward=True``; backward only multiplies by the incoming gradient.  Each row is
+read from memory once: an online max/sum gives logsumexp, then the row (still in cache) is turned
+into the gradient.  Backends, chosen per call:
+
+- CPU, float32/float16/bfloat16: a C kernel (``_fused_kernel.c``, vectorised polynomial exp,
+  rows split over threads), compiled with the system C compiler on first use and cached; without
+  a compiler, a warning and the torch path.
+- CUDA with Triton importable: a Triton kernel (written for, but not run on, a GPU here).
+- Anything else (float64, other devices, ``LOGLOSS_FUSED_BACKEND=torch``): the same math in
+  torch, in float32 (float64 for float64 logits), chunked over rows.
+
+``linear_cross_entropy`` computes the loss of ``hidden @ weight.T + bias`` chunk by chunk, so
+the (N, V) logits never exist at once, and accumulates the three gradients in the forward pass.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["cross_entropy", "kernel_status", "linear_cross_entropy"]
+
+_REDUCTIONS = ("none", "mean", "sum")
+_FAST_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_SOURCE = Path(__file__).with_name("_fused_kernel.c")
+# No -ffast-math: it would let the compiler assume no -inf/NaN logits (and, in a shared library
+# built by GCC < 13, switch the whole process to flush-to-zero).  The omp-simd pragmas allow the
+# reassociation the reductions need; -fno-trapping-math lets the exp's branches become blends.
+_CFLAGS = (
+    "-O3",
+    "-std=c11",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+    "-fopenmp-simd",
+    "-fPIC",
+    "-shared",
+    "-pthread",
+)
+_ROW_CHUNK_ELEMENTS = 1 << 22  # rows per float32 scratch chunk: ~16 MiB of logits
+
+
+# --------------------------------------------------------------------------------------------
+# The compiled CPU kernel: build once per (source, flags, compiler), cache, load with ctypes.
+# --------------------------------------------------------------------------------------------
+
+_kernel_lock = threading.Lock()
+_kernel: Any = None  # the ctypes function, False once loading failed, None before trying
+_kernel_error = ""
+
+
+def _cache_dir() -> Path:
+    """Per-user cache folder for the compiled kernel (``LOGLOSS_CACHE_DIR`` overrides)."""
+    if os.environ.get("LOGLOSS_CACHE_DIR"):
+        return Path(os.environ["LOGLOSS_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "logloss"
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _build_kernel(directory: Path) -> Path:
+    """Compile ``_fused_kernel.c`` into ``directory`` (atomically) and return the library path."""
+    cc = _compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler found (looked for $CC, cc, gcc, clang)")
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False)
+    source = _SOURCE.read_bytes()
+    key = hashlib.sha256(
+        b"\0".join([source, " ".join(_CFLAGS).encode(), version.stdout.encode(), cc.encode()])
+        + platform.machine().encode()
+    ).hexdigest()[:16]
+    target = directory / f"fused_kernel-{key}.so"
+    if target.is_file():
+        return target
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
+    os.close(fd)
+    try:
+        cmd = [cc, *_CFLAGS, "-o", tmp, str(_SOURCE), "-lm"]
+        run = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if run.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{run.stderr.strip()[-2000:]}")
+        os.replace(tmp, target)  # concurrent builders race harmlessly: same bytes, atomic rename
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _load_kernel() -> Any:
+    """The ctypes entry point ``logloss_ce_forward``, or None (with one warning) if unavailable."""
+    global _kernel, _kernel_error
+    if _kernel is not None:
+        return _kernel or None
+    with _kernel_lock:
+        if _kernel is not None:
+            return _kernel or None
+        try:
+            lib = ctypes.CDLL(str(_build_kernel(_cache_dir())))
+            fn = lib.logloss_ce_forward
+            p, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+            fn.argtypes = [p, i64, p, i64, p, i64, i64, i64, f32, f32, p, p, ctypes.c_int]
+            fn.restype = ctypes.c_int
+            _kernel = fn
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            _kernel, _kernel_error = False, str(exc)
+            warnings.warn(
+                f"logloss.fused: the compiled CPU kernel is unavailable ({exc}); using the slower "
+                "pure-torch path. Install a C compiler (gcc) or set LOGLOSS_FUSED_BACKEND=torch "
+                "to silence this warning.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return _kernel or None
+
+
+def kernel_status() -> dict[str, Any]:
+    """Which CPU backend ``cross_entropy`` uses here, and why (for docs, benchmarks, bug reports).
+
+    Returns:
+        ``{"backend": "c" | "torch", "detail": str}``.
+
+    >>> kernel_status()["backend"] in ("c", "torch")
+    True
+    """
+    if _backend_override() == "torch":
+        return {"backend": "torch", "detail": "LOGLOSS_FUSED_BACKEND=torch"}
+    fn = _load_kernel()
+    if fn is None:
+        return {"backend": "torch", "detail": _kernel_error}
+    return {"backend": "c", "detail": f"compiled kernel in {_cache_dir()}"}
+
+
+def _backend_override() -> str:
+    value = os.environ.get("LOGLOSS_FUSED_BACKEND", "auto").strip().lower()
+    if value not in ("auto", "torch"):
+        raise ValueError(f"LOGLOSS_FUSED_BACKEND={value!r}: expected 'auto' or 'torch'")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Row kernels: all take z (n, C) and write loss rows (n,) float32 and (optionally) the gradient.
+# --------------------------------------------------------------------------------------------
+
+
+def _triton_available() -> bool:
+    return "triton" in sys.modules or _find_triton()
+
+
+def _find_triton() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
+
+
+def _rows_c(
+    fn: Any,
+    z: torch.Tensor,
+    target: torch.Tensor,
+    grad: torch.Tensor | None,
+    loss: torch.Tensor,
+    ignore_index: int,
+    smoothing: float,
+    scale: float,
+) -> None:
+    """C kernel on float32 rows with unit column stride; ``grad`` may be ``z`` itself."""
+    n, c = z.shape
+    fn(
+        z.data_ptr(),
+        z.stride(0),
+        0 if grad is None else grad.data_ptr(),
+        0 if grad is None else grad.stride(0),
+        target.data_ptr(),
+        n,
+        c,
+        ignore_index,
+        smoothing,
+        scale,
+        loss.data_ptr(),
+        None,
+        torch.get_num_threads(),
+    )
+
+
+def _rows_torch(
+    z: torch.Tensor,
+    target: torch.Tensor,
+    grad: torch.Tensor | None,
+    loss: torch.Tensor,
+    ignore_index: int,
+    smoothing: float,
+    scale: float,
+) -> None:
+    """Reference math in torch (float32, or float64 for float64 z); ``grad`` may be ``z``."""
+    acc = torch.float64 if z.dtype == torch.float64 else torch.float32
+    x = z.to(acc)  # (n, C)
+    c = x.shape[1]
+    ignored = target == ignore_index  # (n,)
+    safe_t = target.masked_fill(ignored, 0).unsqueeze(1)  # (n, 1)
+    lse = torch.logsumexp(x, dim=1)  # (n,)
+    row = lse - (1.0 - smoothing) * x.gather(1, safe_t).squeeze(1)
+    if smoothing > 0.0:  # skipped at 0: 0 * sum(-inf) would be NaN
+        row = row - smoothing / c * x.sum(dim=1)
+    loss.copy_(row.masked_fill(ignored, 0.0))
+    if grad is None:
+        return
+    g = torch.exp(x - lse.unsqueeze(1)).mul_(scale)
+    if smoothing > 0.0:
+        g.sub_(scale * smoothing / c)
+    g.scatter_add_(1, safe_t, torch.full_like(safe_t, -scale * (1.0 - smoothing), dtype=acc))
+    g.masked_fill_(ignored.unsqueeze(1), 0.0)
+    grad.copy_(g)
+
+
+def _rows_triton(
+    z: torch.Tensor,
+    target: torch.Tensor,
+    grad: torch.Tensor | None,
+    loss: torch.Tensor,
+    ignore_index: int,
+    smoothing: float,
+    scale: float | torch.Tensor,
+) -> None:
+    """Triton kernel: one program per row (CUDA only; not exercised on the CPU-only CI)."""
+    from logloss import _fused_triton
+
+    _fused_triton.rows(z, target, grad, loss, ignore_index, smoothing, scale)
+
+
+def _rows(
+    z: torch.Tensor,
+    target: torch.Tensor,
+    grad: torch.Tensor | None,
+    loss: torch.Tensor,
+    ignore_index: int,
+    smoothing: float,
+    scale: float | torch.Tensor,
+) -> None:
+    """Loss rows (and gradient) of ``z`` (n, C) with the fastest backend for its device/dtype."""
+    if z.is_cuda and z.dtype in _FAST_DTYPES and _triton_available():
+        _rows_triton(z, target, grad, loss, ignore_index, smoothing, scale)
+        return
+    if isinstance(scale, torch.Tensor):  # device-side 1/N_valid; the CPU paths want a number
+        scale = float(scale)
+    fn = None
+    if z.device.type == "cpu" and z.dtype in _FAST_DTYPES and _backend_override() == "auto":
+        fn = _load_kernel()
+    if fn is None:
+        for r0, r1 in _row_chunks(z.shape[0], z.shape[1]):
+            g = None if grad is None else grad[r0:r1]
+            _rows_torch(z[r0:r1], target[r0:r1], g, loss[r0:r1], ignore_index, smoothing, scale)
+        return
+    if z.dtype == torch.float32 and z.stride(1) == 1 and (grad is None or grad.stride(1) == 1):
+        _rows_c(fn, z, target, grad, loss, ignore_index, smoothing, scale)
+        return
+    # float16/bfloat16 (or strided) rows: through a float32 scratch chunk, accumulate in float32
+    rows = _row_chunks(z.shape[0], z.shape[1])
+    scratch = torch.empty(rows[0][1] - rows[0][0], z.shape[1], dtype=torch.float32)
+    for r0, r1 in rows:
+        buf = scratch[: r1 - r0]
+        buf.copy_(z[r0:r1])
+        _rows_c(fn, buf, target[r0:r1], None if grad is None else buf, loss[r0:r1], ignore_index,
+                smoothing, scale)  # fmt: skip
+        if grad is not None:
+            grad[r0:r1].copy_(buf)
+
+
+def _row_chunks(n: int, c: int) -> list[tuple[int, int]]:
+    """Row ranges of about ``_ROW_CHUNK_ELEMENTS`` elements each (at least one row)."""
+    step = max(1, _ROW_CHUNK_ELEMENTS // max(c, 1))
+    return [(r0, min(n, r0 + step)) for r0 in range(0, max(n, 1), step)]
+
+
+# --------------------------------------------------------------------------------------------
+# cross_entropy
+# --------------------------------------------------------------------------------------------
+
+
+def _scale_for(reduction: str, n_valid: torch.Tensor) -> torch.Tensor | float:
+    """Gradient pre-scale: 1/N_valid for mean (0 when nothing counts), 1 for sum and none."""
+    if reduction != "mean":
+        return 1.0
+    if n_valid.device.type == "cpu":
+        count = int(n_valid)
+        return 1.0 / count if count else 0.0
+    return torch.where(n_valid > 0, 1.0 / n_valid.clamp(min=1), 0.0).to(torch.float32)
+
+
+def _reduce(loss_rows: torch.Tensor, reduction: str, n_valid: torch.Tensor) -> torch.Tensor:
+    """none -> (N,), sum -> sum, mean -> sum / N_valid (NaN when every target is ignored)."""
+    if reduction == "none":
+        return loss_rows
+    total = loss_rows.sum(dtype=torch.float64 if loss_rows.dtype == torch.float64 else None)
+    if reduction == "sum":
+        return total
+    return total / n_valid.to(total.dtype)
+
+
+class _GradBuffer:
+    """Owns a precomputed gradient until backward hands it to autograd (once)."""
+
+    def __init__(self, grad: torch.Tensor | None) -> None:
+        self.grad = grad
+
+    def take(self, scale: torch.Tensor, per_row: bool) -> torch.Tensor:
+        grad = self.grad
+        if grad is None:
+            raise RuntimeError(
+                "logloss.fused: backward ran twice through the same loss; its gradient buffer "
+                "was handed to autograd the first time. Recompute the loss to backpropagate again."
+            )
+        self.grad = None
+        if per_row:  # reduction='none': scale (N,) per row
+            return grad.mul_(scale.to(grad.dtype).unsqueeze(-1))
+        if scale.numel() == 1 and scale.device.type == "cpu" and float(scale) == 1.0:
+            return grad  # loss.backward(): nothing to do
+        return grad.mul_(scale.to(grad.dtype))
+
+
+class _FusedCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        ignore_index: int,
+        reduction: str,
+        label_smoothing: float,
+        inplace_backward: bool,
+    ) -> torch.Tensor:
+        need_grad = ctx.needs_input_grad[0]
+        n_valid = (target != ignore_index).sum()
+        scale = _scale_for(reduction, n_valid)
+        loss_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+        loss_rows = torch.empty(logits.shape[0], dtype=loss_dtype, device=logits.device)
+        grad = None
+        if need_grad:
+            grad = logits if inplace_backward else torch.empty(logits.shape, dtype=logits.dtype,
+                                                                 device=logits.device)  # fmt: skip
+        z = logits if logits.stride(-1) == 1 else logits.contiguous()
+        _rows(z, target, grad, loss_rows, ignore_index, label_smoothing, scale)
+        if need_grad and inplace_backward:
+            # the logits now hold the gradient: autograd errors if anything else saved them
+            torch.autograd.graph.increment_version(logits)
+        ctx.buffer = _GradBuffer(grad)
+        ctx.per_row = reduction == "none"
+        return _reduce(loss_rows, reduction, n_valid).to(logits.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        grad = ctx.buffer.take(grad_output, ctx.per_row)
+        return grad, None, None, None, None, None
+
+
+def _is_tensor(x: object) -> bool:
+    return isinstance(x, torch.Tensor)
+
+
+def _check_logits_target(
+    logits: object, target: object, *, name: str = "logits"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate (N, C) floating logits and (N,) integer targets on one device."""
+    if not _is_tensor(logits):
+        raise ValueError(f"{name} must be a torch.Tensor of shape (N, C); got {type(logits)}")
+    if not _is_tensor(target):
+        raise ValueError(f"target must be a torch.Tensor of shape (N,); got {type(target)}")
+    assert isinstance(logits, torch.Tensor) and isinstance(target, torch.Tensor)
+    if logits.dim() != 2:
+        raise ValueError(
+            f"{name} must be 2-D (N, C); got shape {tuple(logits.shape)}. For (N, C, d1, ...) "
+            "logits move the class axis last and flatten: x.movedim(1, -1).reshape(-1, C)."
+        )
+    if not logits.is_floating_point():
+        raise ValueError(
+            f"{name} must be floating point (float32, float16, bfloat16 or float64); "
+            f"got {logits.dtype}"
+        )
+    if target.dim() != 1 or target.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"target must have shape ({logits.shape[0]},) to match {name} {tuple(logits.shape)}; "
+            f"got {tuple(target.shape)}"
+        )
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise ValueError(
+            f"target must hold integer class indices (int64); got {target.dtype}. "
+            "Probability targets are not supported by the fused loss: use "
+            "torch.nn.functional.cross_entropy."
+        )
+    if target.device != logits.device:
+        raise ValueError(
+            f"target is on {target.device} but {name} is on {logits.device}; move both to one "
+            "device"
+        )
+    if logits.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one class; got shape {tuple(logits.shape)}")
+    return logits, target.to(torch.int64).contiguous()
+
+
+def _check_options(ignore_index: int, reduction: str, label_smoothing: float) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}; got {reduction!r}")
+    if not isinstance(ignore_index, int) or isinstance(ignore_index, bool):
+        raise ValueError(f"ignore_index must be an int; got {ignore_index!r}")
+    if not 0.0 <= float(label_smoothing) <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing!r}")
+
+
+def _check_target_range(target: torch.Tensor, num_classes: int, ignore_index: int) -> None:
+    bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
+    if bool(bad.any()):
+        value = int(target[bad][0])
+        raise ValueError(
+            f"target holds class index {value}, outside [0, {num_classes}) and not "
+            f"ignore_index={ignore_index}; targets must be class indices of the {num_classes} "
+            "logit columns"
+        )
+
+
+def cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    inplace_backward: bool = False,
+) -> torch.Tensor:
+    """Cross-entropy of (N, C) logits and class indices, gradient computed in the forward pass.
+
+    loss_i = logsumexp(z_i) - (1 - eps) z_{i,y_i} - eps/C sum_j z_ij   (0 where y_i == ignore_index)
+
+    ``mean`` divides the sum by the number of non-ignored rows (NaN if there are none), exactly as
+    ``torch.nn.functional.cross_entropy``.  float16/bfloat16 logits are accumulated in float32.
+
+    Args:
+        logits: (N, C) float32, float16, bfloat16 or float64 tensor.
+        target: (N,) integer class indices in [0, C), or ``ignore_index``.
+        ignore_index: target value whose rows add nothing to the loss or the gradient.
+        reduction: ``"none"`` -> (N,), ``"sum"`` or ``"mean"`` -> scalar.
+        label_smoothing: eps in [0, 1], mixing the one-hot target with the uniform distribution.
+        inplace_backward: write the gradient over ``logits`` instead of a new buffer (saves one
+            N x C allocation; the logits' values are gone afterwards).
+
+    Returns:
+        The loss, in the logits' dtype.
+
+    >>> z = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.5]], requires_grad=True)
+    >>> loss = cross_entropy(z, torch.tensor([0, 2]))
+    >>> round(loss.item(), 4)
+    0.7118
+    >>> loss.backward()
+    >>> [round(v, 4) for v in z.grad[0].tolist()]
+    [-0.0785, 0.0567, 0.0209]
+    """
+    logits, target = _check_logits_target(logits, target)
+    _check_options(ignore_index, reduction, label_smoothing)
+    _check_target_range(target, logits.shape[1], ignore_index)
+    if inplace_backward and logits.stride(-1) != 1:
+        raise ValueError(
+            "inplace_backward=True needs logits with unit stride along classes; got strides "
+            f"{logits.stride()}. Call .contiguous() first or leave inplace_backward=False."
+        )
+    return _FusedCrossEntropy.apply(
+        logits, target, ignore_index, reduction, float(label_smoothing), inplace_backward
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# linear_cross_entropy
+# --------------------------------------------------------------------------------------------
+
+
+def _default_chunk_rows(n: int, v: int) -> int:
+    """Rows per chunk so one chunk of logits is about 32 MiB of float32 (16 <= rows <= n)."""
+    rows = (32 << 20) // (4 * max(v, 1))
+    return max(16, min(max(n, 1), 1 << max(rows.bit_length() - 1, 0)))
+
+
+def _linear_pass(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    target: torch.Tensor,
+    ignore_index: int,
+    chunk: int,
+    loss_rows: torch.Tensor | None,
+    row_scale: torch.Tensor | float,
+    needs: tuple[bool, bool, bool],
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """One pass over row chunks: loss rows and d loss/d (hidden, weight, bias), scaled.
+
+    ``row_scale`` is a number (1/N_valid or 1) or an (N,) tensor (reduction='none' backward).
+    Per chunk: z = h W^T + b (rows, V), z <- dL/dz in place, then grad_h = z W,
+    grad_W += z^T h, grad_b += sum_rows z.
+    """
+    n, v = hidden.shape[0], weight.shape[0]
+    grad_h = torch.empty_like(hidden) if needs[0] else None
+    grad_w = torch.zeros_like(weight) if needs[1] else None
+    grad_b = torch.zeros_like(bias) if needs[2] and bias is not None else None
+    want_grad = any(needs)
+    rows_loss = loss_rows if loss_rows is not None else torch.empty(n, dtype=torch.float32)
+    z_buf = torch.empty(min(chunk, n), v, dtype=hidden.dtype, device=hidden.device)
+    scalar_scale = row_scale if not isinstance(row_scale, torch.Tensor) else 1.0
+    for r0 in range(0, n, chunk):
+        r1 = min(n, r0 + chunk)
+        h = hidden[r0:r1]  # (rows, H)
+        z = z_buf[: r1 - r0]  # (rows, V)
+        if bias is None:
+            torch.mm(h, weight.t(), out=z)
+        else:
+            torch.addmm(bias, h, weight.t(), out=z)
+        _rows(z, target[r0:r1], z if want_grad else None, rows_loss[r0:r1], ignore_index, 0.0,
+              scalar_scale)  # fmt: skip
+        if not want_grad:
+            continue
+        if isinstance(row_scale, torch.Tensor):
+            z.mul_(row_scale[r0:r1].to(z.dtype).unsqueeze(1))
+        if grad_h is not None:
+            torch.mm(z, weight, out=grad_h[r0:r1])
+        if grad_w is not None:
+            grad_w.addmm_(z.t(), h)
+        if grad_b is not None:
+            grad_b.add_(z.sum(dim=0))
+    return grad_h, grad_w, grad_b
+
+
+class _FusedLinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        target: torch.Tensor,
+        ignore_index: int,
+        reduction: str,
+        chunk: int,
+    ) -> torch.Tensor:
+        needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2])
+        n_valid = (target != ignore_index).sum()
+        loss_dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+        loss_rows = torch.empty(hidden.shape[0], dtype=loss_dtype, device=hidden.device)
+        ctx.reduction = reduction
+        if reduction == "none":
+            # per-row incoming gradients are only known in backward: recompute the chunks there
+            _linear_pass(hidden, weight, bias, target, ignore_index, chunk, loss_rows, 1.0,
+                         (False, False, False))  # fmt: skip
+            ctx.save_for_backward(hidden, weight, bias, target)
+            ctx.options = (ignore_index, chunk, needs)
+        else:
+            scale = _scale_for(reduction, n_valid)
+            grads = _linear_pass(
+                hidden, weight, bias, target, ignore_index, chunk, loss_rows, scale, needs
+            )
+            ctx.buffers = [_GradBuffer(g) for g in grads]
+        return _reduce(loss_rows, reduction, n_valid).to(hidden.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        if ctx.reduction == "none":
+            hidden, weight, bias, target = ctx.saved_tensors
+            ignore_index, chunk, needs = ctx.options
+            grads = _linear_pass(
+                hidden, weight, bias, target, ignore_index, chunk, None, grad_output, needs
+            )
+        else:
+            grads = tuple(
+                None if b.grad is None else b.take(grad_output, False) for b in ctx.buffers
+            )
+        return (*grads, None, None, None, None)
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    bias: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Cross-entropy of ``hidden @ weight.T + bias`` without materialising the (N, V) logits.
+
+    loss = cross_entropy(hidden W^T + b, target); rows go through in chunks of ``chunk_size``:
+    z = h W^T + b, then dL/dz in place (fused kernel), grad_h = (dL/dz) W, grad_W += (dL/dz)^T h,
+    grad_b += sum_rows dL/dz -- all in the forward pass, so backward only scales (for
+    ``reduction="none"`` backward recomputes the chunks with the per-row incoming gradients).
+
+    Args:
+        hidden: (N, H) floating tensor.
+        weight: (V, H), same dtype and device.
+        target: (N,) integer class indices in [0, V), or ``ignore_index``.
+        bias: optional (V,).
+        ignore_index: target value whose rows add nothing.
+        reduction: ``"none"``, ``"sum"`` or ``"mean"``.
+        chunk_size: rows per chunk; default: about 32 MiB of float32 logits per chunk.
+
+    Returns:
+        The loss ((N,) for ``"none"``, else a scalar), in ``hidden``'s dtype.
+
+    >>> h, w = torch.tensor([[1.0, 0.0], [0.0, 2.0]]), torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    >>> round(linear_cross_entropy(h, w, torch.tensor([0, 1])).item(), 4)
+    0.2201
+    """
+    for name, value in (("hidden", hidden), ("weight", weight)):
+        if not _is_tensor(value) or value.dim() != 2 or not value.is_floating_point():
+            shape = tuple(value.shape) if _is_tensor(value) else type(value)
+            raise ValueError(f"{name} must be a 2-D floating torch.Tensor; got {shape}")
+    if weight.shape[1] != hidden.shape[1]:
+        raise ValueError(
+            f"weight must have shape (V, {hidden.shape[1]}) to match hidden "
+            f"{tuple(hidden.shape)}; got {tuple(weight.shape)}"
+        )
+    if weight.dtype != hidden.dtype or weight.device != hidden.device:
+        raise ValueError(
+            f"weight ({weight.dtype}, {weight.device}) must match hidden ({hidden.dtype}, "
+            f"{hidden.device})"
+        )
+    if bias is not None and (
+        not _is_tensor(bias)
+        or tuple(bias.shape) != (weight.shape[0],)
+        or bias.dtype != hidden.dtype
+        or bias.device != hidden.device
+    ):
+        got = (tuple(bias.shape), bias.dtype, bias.device) if _is_tensor(bias) else type(bias)
+        raise ValueError(
+            f"bias must be a ({weight.shape[0]},) tensor of {hidden.dtype} on {hidden.device}; "
+            f"got {got}"
+        )
+    if chunk_size is not None and (
+        not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1
+    ):
+        raise ValueError(f"chunk_size must be a positive int or None; got {chunk_size!r}")
+    _, target = _check_logits_target(hidden, target, name="hidden")
+    _check_options(ignore_index, reduction, 0.0)
+    _check_target_range(target, weight.shape[0], ignore_index)
+    chunk = chunk_size or _default_chunk_rows(hidden.shape[0], weight.shape[0])
+    hidden, weight = hidden.contiguous(), weight.contiguous()
+    return _FusedLinearCrossEntropy.apply(
+        hidden, weight, bias, target, ignore_index, reduction, chunk
+    )

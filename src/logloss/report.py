@@ -1,0 +1,428 @@
+"""One self-contained HTML page telling the article's story on the user's own training run.
+
+likelihood -> log-likelihood -> softmax -> cross-entropy -> training -> the same sample before
+and after -> where the remaining loss lives -> calibration.
+
+The page needs nothing but itself: styles inline, every figure a PNG in a ``data:`` URI, no
+scripts, no fonts or files fetched.  Every key number sits in a ``<data>`` element with a stable
+``id`` and its exact value in ``value``; numbers that ``logloss evaluate --json`` also prints
+carry ``data-json="path.in.that.json"`` so a program (or a test) can check one against the other.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from logloss.checkpoint import METRICS_FILE
+
+# The article's five balls: white, black, white, black, black; and a second draw for additivity.
+BALLS = "wbwbb"
+MORE_BALLS = "bbw"
+
+
+@dataclass(frozen=True)
+class Report:
+    """The page and the key numbers on it (``id`` -> value), built in ``seconds``."""
+
+    html: str
+    numbers: dict[str, float]
+    seconds: float
+
+
+def read_metrics(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The per-epoch records of a run's ``metrics.jsonl`` (``[]`` when the file is absent).
+
+    Raises:
+        ValueError: a line that is not a JSON object (its line number is given).
+    """
+    path = Path(directory) / METRICS_FILE
+    if not path.is_file():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} line {number} is not JSON: {error}") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path} line {number} is not a JSON object: {line[:80]!r}")
+        records.append(record)
+    return records
+
+
+def write_report(path: str | os.PathLike[str], page: str) -> Path:
+    """Write the page to ``path`` atomically (a reader sees the old file or the whole new one)."""
+    from logloss.data._atomic import atomic_write
+
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"--out {target} is a folder; give a file name such as report.html")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(target) as file:
+        file.write(page.encode("utf-8"))
+    return target
+
+
+# --------------------------------------------------------------------------- page pieces
+
+
+class _Page:
+    """Collects the key numbers while the sections are written."""
+
+    def __init__(self) -> None:
+        self.numbers: dict[str, float] = {}
+
+XX
+
+
+def _figure(figure: Any, key: str, alt: str) -> str:
+    from logloss.plots import png_bytes
+
+    encoded = base64.b64encode(png_bytes(figure)).decode("ascii")
+    return (
+        f'<figure><img id="figure-{key}" alt="{html.escape(alt)}" '
+        f'src="data:image/png;base64,{encoded}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+    )
+
+
+def _digit(image: np.ndarray, key: str, alt: str, scale: int = 4) -> str:
+    """A uint8 (H, W) image as an inline PNG, ink dark on white, ``scale`` times enlarged."""
+    from PIL import Image
+
+    pixels = np.kron(255 - np.asarray(image, dtype=np.uint8), np.ones((scale, scale), np.uint8))
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return (
+        f'<img class="digit" id="figure-{key}" alt="{html.escape(alt)}" '
+        f'src="data:image/png;base64,{encoded}">'
+    )
+
+
+def _table(header: list[str], rows: list[list[str]], key: str) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table id="{key}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+STYLE = """
+body { font: 16px/1.55 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222;
+       max-width: 980px; margin: 2em auto; padding: 0 1em; }
+h1 { font-size: 1.9em; margin-bottom: .2em; } h2 { margin-top: 2.2em; border-bottom: 1px solid #ddd; }
+.lead { color: #555; } .key { display: flex; flex-wrap: wrap; gap: 1em; margin: 1em 0; }
+.key div { background: #f4f6f8; border-radius: 8px; padding: .6em 1em; min-width: 9em; }
+.key b { display: block; font-size: 1.5em; } .key span { color: #666; font-size: .85em; }
+figure { margin: 1em 0; } figure img { max-width: 100%; } figcaption { color: #666; font-size: .85em; }
+img.digit { image-rendering: pixelated; border: 1px solid #ccc; margin-right: 1em; vertical-align: top; }
+pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: .8em; line-height: 1.3; }
+table { border-collapse: collapse; margin: 1em 0; } td, th { padding: .2em .7em; text-align: right;
+        border-bottom: 1px solid #eee; } .formula { font-family: ui-monospace, monospace; }
+footer { margin-top: 3em; color: #888; font-size: .8em; }
+"""
+
+
+# --------------------------------------------------------------------------- the story
+
+
+def build_report(
+    checkpoint: str | os.PathLike[str],
+    *,
+    split: str = "test",
+    index: int = 0,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+) -> Report:
+    """Evaluate a run and write its story as one HTML page (see the module doc).
+
+    Args:
+        checkpoint: the run folder of ``logloss train --out DIR``.
+        split: the split evaluated (``test`` by default).
+        index: the sample shown before and after training.
+        data_dir: where the dataset is.
+        download: whether a missing dataset may be downloaded.
+    """
+    from logloss import __version__, plots
+    from logloss.checkpoint import load_checkpoint
+    from logloss.diagnostics import evaluate_checkpoint, evaluate_logits
+    from logloss.explain import explain
+    from logloss.likelihood import log_likelihood, mle
+
+    started = time.perf_counter()
+    trained = load_checkpoint(checkpoint, which="best")
+    initial = load_checkpoint(checkpoint, which="initial")
+    result = evaluate_checkpoint(trained, split=split, data_dir=data_dir, download=download)
+    e = result.evaluation
+    if not 0 <= index < e.size:
+        raise ValueError(
+            f"index {index} is out of range: the {split} split has {e.size} samples, numbered "
+            f"0 to {e.size - 1}"
+        )
+    untrained_logits = initial.logits(result.images)  # (N, C): the untrained model's view
+    untrained = evaluate_logits(untrained_logits, e.target, top_k=0)
+    image, label = result.images[index], int(e.target[index])
+    after = explain(result.logits[index], label, labels=result.classes)
+    before = explain(untrained_logits[index], label, labels=result.classes)
+    records = read_metrics(result.directory)
+    metadata = trained.metadata
+    page = _Page()
+    n = page.number
+    c = e.num_classes
+    sections: list[str] = []
+
+    # --- header: the run in numbers
+    hidden = "-".join(str(h) for h in trained.model.architecture.hidden)
+    epochs = len(records)
+    sections.append(
+        f"<h1>Cross-entropy, on your own run</h1>"
+        f'<p class="lead">{html.escape(result.dataset)} · dense network '
+        f"{trained.model.architecture.input_size}-{hidden}-{c} · {epochs} epoch(s) · "
+        f"{html.escape(result.split)} split of {e.size} samples · seed {trained.config.seed} · "
+        f"checkpoint <code>{html.escape(str(result.directory))}</code></p>"
+        f'<div class="key">'
+        f"<div><b>{n('accuracy', e.accuracy, f'{100 * e.accuracy:.2f}%', json_path='accuracy')}</b>"
+        f"<span>accuracy</span></div>"
+        f"<div><b>{n('loss', e.loss, '.4f', json='loss')}</b>"
+        f"<span>mean cross-entropy (nats)</span></div>"
+        f"<div><b>{n('uniform-loss', e.uniform_loss, '.4f', json='uniform_loss')}</b>"
+        f"<span>ln {c}: a uniform guess</span></div>"
+        f"<div><b>{n('ece', e.reliability.ece, '.4f', json='calibration.ece')}</b>"
+        f"<span>expected calibration error</span></div>"
+        f"</div>"
+    )
+
+    # --- 1. likelihood
+    balls = mle(BALLS, numerical=False)
+    p_black = balls.estimate["b"]
+    sections.append(
+        "<h2>1. Likelihood</h2>"
+        f"<p>Five balls come out of a generator: <span class=formula>{BALLS}</span> (w = white, "
+        "b = black). If it makes a black ball with probability p, the probability of exactly "
+        f"this picture is <span class=formula>L(p) = {balls.formula}</span>: the likelihood. "
+        "The generator that most likely made it maximises L: setting dL/dp = 0 gives "
+        f"<span class=formula>p = {balls.fraction('b')} = "
+        f"{n('mle-estimate', p_black, 'g')}</span>, "
+        "the share of black balls, where "
+        f"L = {n('mle-likelihood', balls.likelihood, '.5f')}.</p>"
+        + _figure(plots.likelihood_figure(BALLS), "likelihood", "L(p) and ln L(p) for wbwbb")
+    )
+
+    # --- 2. log-likelihood
+    model = {"b": balls.estimate["b"], "w": balls.estimate["w"]}
+    first, second = log_likelihood(BALLS, model), log_likelihood(MORE_BALLS, model)
+    both = log_likelihood(BALLS + MORE_BALLS, model)
+    sections.append(
+        "<h2>2. Log-likelihood</h2>"
+        "<p>Likelihoods multiply: two independent draws have likelihood L1 · L2. A loss should "
+        "add up over samples, so take the logarithm: ln(L1 · L2) = ln L1 + ln L2. The logarithm "
+        "is monotonic, so the maximum stays at the same p, and optimisers minimise, so the "
+        "loss is <b>minus</b> the log-likelihood. At p = 0.6: "
+        f"ln L({BALLS}) = {n('log-likelihood-first', first, '.4f')}, "
+        f"ln L({MORE_BALLS}) = {n('log-likelihood-second', second, '.4f')}, and "
+        f"ln L({BALLS}{MORE_BALLS}) = {n('log-likelihood-both', both, '.4f')}: "
+        "the sum.</p>"
+    )
+
+    # --- 3. softmax
+    sections.append(
+        "<h2>3. From network outputs to probabilities</h2>"
+        "<p>A network outputs arbitrary real numbers, logits. For one output, the sigmoid "
+        "sig(t) = 1 / (1 + e<sup>-t</sup>) maps it into (0, 1); for C outputs, softmax "
+        "e<sup>z<sub>i</sub></sup> / Σ<sub>j</sub> e<sup>z<sub>j</sub></sup> maps them to C "
+        f"probabilities that sum to 1. Below: your model's logits for {result.split} sample "
+        f"#{index} (a {html.escape(result.classes[label])}) and their softmax.</p>"
+        + _figure(plots.sigmoid_figure(), "sigmoid", "the sigmoid")
+        + _figure(
+            plots.softmax_figure(result.logits[index], label),
+            "softmax",
+            f"your model's logits and softmax on sample #{index}",
+        )
+    )
+
+    # --- 4. cross-entropy
+    sections.append(
+        "<h2>4. Cross-entropy: softmax, then the negative log-likelihood</h2>"
+        "<p>The loss of one sample is minus the log-probability the model gives its true "
+        f"class: here -ln p({label}) = -ln "
+        f"{n('sample-p-true', after.p_target, '.4f')} = "
+        f"{n('sample-loss-after', after.loss, '.4f')} "
+        f"(PyTorch's CrossEntropyLoss: {after.torch_loss:.6f}). The loss on the data set is the "
+        "mean over its samples: "
+        f"{n('loss-again', e.loss, '.4f', json='loss')} nats, a perplexity of "
+        f"{n('perplexity', e.perplexity, '.4f', json='perplexity')} "
+        f"(as unsure as a uniform choice among that many classes; a uniform guess over {c} "
+        f"classes scores ln {c} = {e.uniform_loss:.4f}). The Brier score, for comparison, is "
+        f"{n('brier', e.brier, '.4f', json='brier')}.</p>"
+        f"<pre>{html.escape(after.render())}</pre>"
+    )
+
+    # --- 5. training
+    initial_loss = metadata.get("initial_loss")
+    uniform_line = (
+        f"Before the first step the untrained model's mean validation loss was "
+        f"{n('initial-validation-loss', initial_loss, '.4f')}, close to "
+        f"ln {c} = {e.uniform_loss:.4f}: its softmax is near 1/{c} for every class. "
+        if isinstance(initial_loss, (int, float)) and math.isfinite(initial_loss)
+        else ""
+    )
+    curves = (
+        _figure(
+            plots.training_curves_figure(
+                records,
+                num_classes=c,
+                initial_loss=initial_loss if isinstance(initial_loss, (int, float)) else None,
+            ),
+            "training",
+            "loss and accuracy per epoch, train vs validation",
+        )
+        if records
+        else "<p>(This run has no metrics.jsonl: no epochs recorded.)</p>"
+    )
+    sections.append(
+        "<h2>5. Training</h2>"
+        f"<p>{uniform_line}On this {result.split} split the untrained weights score "
+        f"{n('untrained-loss', untrained.loss, '.4f')} nats and "
+        f"{n('untrained-accuracy', untrained.accuracy, f'{100 * untrained.accuracy:.2f}%')} "
+        f"accuracy; after {epochs} epoch(s), {e.loss:.4f} nats and {100 * e.accuracy:.2f}%.</p>"
+        + curves
+    )
+
+    # --- 6. before and after
+    sections.append(
+        "<h2>6. The same sample, before and after</h2>"
+        f"<p>{_digit(image, 'sample', f'{result.split} sample #{index}')}"
+        f"Sample #{index}, a {html.escape(result.classes[label])}. Untrained: p({label}) = "
+        f"{n('sample-p-true-before', before.p_target, '.4f')}, loss "
+        f"{n('sample-loss-before', before.loss, '.4f')} (≈ ln {c} = "
+        f"{e.uniform_loss:.4f}); predicted {before.predicted}. Trained: p({label}) = "
+        f"{after.p_target:.4f}, loss {after.loss:.4f}; predicted {after.predicted}.</p>"
+        + _figure(
+            plots.before_after_figure(before.logits, after.logits, label),
+            "before-after",
+            "softmax of the untrained and the trained model on the same sample",
+        )
+    )
+
+    # --- 7. where the remaining loss lives
+    per_class_rows = [
+        [
+            html.escape(result.classes[k]),
+            str(e.class_count[k]),
+            f"{100 * e.class_accuracy[k]:.2f}%",
+            f"{e.class_loss[k]:.4f}",
+        ]
+        for k in range(c)
+        if e.class_count[k]
+    ]
+    worst = e.worst_share
+    errors = int(np.count_nonzero(e.predicted != e.target))
+    sections.append(
+        "<h2>7. Where the remaining loss lives</h2>"
+        f"<p>The mean loss is {e.loss:.4f}, but it is not spread evenly: the worst "
+        f"{100 * e.worst_fraction:g}% of samples ({e.worst_count} of {e.size}) carry "
+        f"{n('worst-share', worst, f'{100 * worst:.1f}%', json_path='worst.share')} of the total. "
+        "A confident mistake costs a lot: p(true) = 0.001 is a loss of 6.9, a hundred correct "
+        f"answers at p = 0.93. The model made "
+        f"{n('errors', errors, str(errors), json_path='errors')} "
+        "mistakes.</p>"
+        + _figure(
+            plots.loss_concentration_figure(e.losses, worst_fraction=e.worst_fraction),
+            "concentration",
+            "share of the total loss carried by the worst samples",
+        )
+        + _figure(
+            plots.examples_figure(
+                result.images, e.hardest, title="hardest samples: largest -ln p(true)"
+            ),
+            "hardest",
+            "the hardest samples with p(true)",
+        )
+        + _figure(
+            plots.examples_figure(
+                result.images, e.confident_mistakes, title="most confident mistakes"
+            ),
+            "mistakes",
+            "the most confident mistakes",
+        )
+        + _table(["class", "samples", "accuracy", "mean loss"], per_class_rows, "per-class")
+        + (
+            _figure(plots.confusion_figure(e.confusion), "confusion", "confusion matrix")
+            if e.confusion is not None
+            else ""
+        )
+    )
+
+    # --- 8. calibration
+    bins = e.reliability
+    calibration = [
+        "<h2>8. Calibration</h2>"
+        "<p>Cross-entropy rewards honest probabilities. Among the predictions made with "
+        "confidence about 0.9, about 90% should be right. The expected calibration error "
+        f"averages the gap over {len(bins.count)} confidence bins: ECE = "
+        f"{n('ece-again', bins.ece, '.4f', json='calibration.ece')}, and the "
+        f"largest gap is MCE = {n('mce', bins.mce, '.4f', json='calibration.mce')}.</p>"
+        + _figure(plots.reliability_figure(bins), "reliability", "reliability diagram")
+    ]
+    t = e.temperature
+    if t is not None:
+        calibration.append(
+            "<p>Temperature scaling divides every logit by one number T, fitted to minimise the "
+            f"loss on the {t.fit_size} validation samples: T = "
+            f"{n('temperature', t.temperature, '.4f', json='temperature.temperature')} "
+            f"({'softer' if t.temperature > 1 else 'sharper'} probabilities; the predictions "
+            "do not change). On this split:</p>"
+            + _table(
+                ["", "loss (nats)", "ECE"],
+                [
+                    ["before", f"{t.loss_before:.4f}", f"{t.ece_before:.4f}"],
+                    [
+                        f"after (T = {t.temperature:.3f})",
+                        n(
+                            "temperature-loss-after",
+                            t.loss_after,
+                            f"{t.loss_after:.4f}",
+                            json_path="temperature.loss_after",
+                        ),
+                        n(
+                            "temperature-ece-after",
+                            t.ece_after,
+                            f"{t.ece_after:.4f}",
+                            json_path="temperature.ece_after",
+                        ),
+                    ],
+                ],
+                "temperature-table",
+            )
+            + _figure(
+                plots.reliability_figure(t.reliability_after, title="after temperature scaling"),
+                "reliability-after",
+                "reliability diagram after temperature scaling",
+            )
+        )
+    sections.append("".join(calibration))
+
+    seconds = time.perf_counter() - started
+    page_html = (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        "<title>logloss report</title>"
+        f"<style>{STYLE}</style></head><body><main>"
+        + "\n".join(f"<section>{s}</section>" for s in sections)
+        + f"</main><footer>logloss {html.escape(__version__)} · built in {seconds:.2f} s · "
+        "every number on this page is computed from your checkpoint and data</footer>"
+        "</body></html>\n"
+    )
+    return Report(html=page_html, numbers=dict(page.numbers), seconds=seconds)

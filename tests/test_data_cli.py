@@ -1,0 +1,166 @@
+"""``logloss data list|fetch|show`` and the shared ``--data-dir``/``--dataset`` options."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from logloss.cli import main
+from logloss.cli.data import DATASET_NAMES, add_data_arguments
+from logloss.data import DATASETS
+
+
+@pytest.fixture
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    monkeypatch.delenv("LOGLOSS_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "logloss"
+
+
+def _raw_test_set(data_dir: Path) -> tuple[bytes, bytes]:
+    """MNIST's test images and labels decoded by hand: 16- and 8-byte headers, then pixels."""
+    folder = data_dir / "mnist"
+    images = gzip.decompress((folder / "t10k-images-idx3-ubyte.gz").read_bytes())[16:]
+    labels = gzip.decompress((folder / "t10k-labels-idx1-ubyte.gz").read_bytes())[8:]
+    return images, labels
+
+
+def test_dataset_names_match_the_registry() -> None:
+    assert tuple(DATASETS) == DATASET_NAMES
+
+
+def test_add_data_arguments() -> None:
+    parser = argparse.ArgumentParser()
+    add_data_arguments(parser, default_dataset="digits")
+    args = parser.parse_args([])
+    assert (args.data_dir, args.dataset) == (None, "digits")
+    args = parser.parse_args(["--data-dir", "/x", "--dataset", "kmnist"])
+    assert (args.data_dir, args.dataset) == (Path("/x"), "kmnist")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--dataset", "cifar10"])
+    only_dir = argparse.ArgumentParser()
+    add_data_arguments(only_dir, dataset=False)
+    assert not hasattr(only_dir.parse_args([]), "dataset")
+
+
+def test_list_json(data_dir: Path, isolated: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "list", "--json", "--data-dir", str(data_dir)]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert list(rows) == list(DATASET_NAMES)
+    assert rows["mnist"]["source"] == "--data-dir"
+    assert rows["mnist"]["path"] == str(data_dir.absolute() / "mnist")
+    assert rows["mnist"]["cached"] is False
+    assert rows["kmnist"]["found"] is False
+    assert rows["kmnist"]["download_to"] == str(data_dir.absolute() / "kmnist")
+    assert rows["digits"]["source"] == "bundled"
+    assert main(["data", "list", "--json"]) == 0  # without --data-dir: downloads go to the cache
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["kmnist"]["download_to"] == str(isolated / "kmnist")
+    assert rows["mnist"]["found"] is False
+
+
+def test_list_table(data_dir: Path, isolated: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "list", "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    for name in DATASET_NAMES:
+        assert name in out
+    assert "bundled" in out
+    assert "not found" in out
+
+
+def test_show_text_art_and_label(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    images, labels = _raw_test_set(data_dir)
+    index = 1234
+    assert main(["data", "show", "mnist", "--index", str(index), "--split", "test",
+                 "--data-dir", str(data_dir)]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    pixels = np.frombuffer(images, np.uint8)[index * 784 : (index + 1) * 784].reshape(28, 28)
+    art = lines[:28]
+    assert all(len(line) == 56 for line in art)
+    for row, line in zip(pixels, art, strict=True):
+        for value, cell in zip(row, line[::2], strict=True):
+            assert cell == " .:-=+*#%@"[int(value) * 10 // 256]
+    assert lines[28] == f"mnist test[{index}]  label: {labels[index]}"
+
+
+def test_show_png_and_json(data_dir: Path, tmp_path: Path, capsys) -> None:
+    images, labels = _raw_test_set(data_dir)
+    png = tmp_path / "digit.png"
+    argv = ["data", "show", "mnist", "--index", "7", "--split", "test", "--png", str(png)]
+    assert main([*argv, "--scale", "3", "--json", "--data-dir", str(data_dir)]) == 0
+    record = json.loads(capsys.readouterr().out)
+    pixels = np.frombuffer(images, np.uint8)[7 * 784 : 8 * 784].reshape(28, 28)
+    assert record["label"] == labels[7]
+    assert record["image"] == pixels.tolist()
+    with Image.open(png) as image:
+        assert image.mode == "L"
+        written = np.asarray(image)
+    assert written.shape == (84, 84)
+    np.testing.assert_array_equal(written[::3, ::3], pixels)
+    np.testing.assert_array_equal(written[2::3, 1::3], pixels)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digit.png"]  # no temporary left
+
+
+def test_show_fashion_class_name(tmp_path: Path, isolated: Path, capsys) -> None:
+    from logloss.data import write_idx
+
+    folder = tmp_path / "fashion-mnist"
+    folder.mkdir()
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", np.zeros((2, 28, 28), np.uint8))
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.array([0, 9], np.uint8))
+    argv = ["data", "show", "fashion-mnist", "--index", "1", "--split", "test"]
+    assert main([*argv, "--data-dir", str(tmp_path)]) == 0
+    assert "label: 9 (Ankle boot)" in capsys.readouterr().out
+
+
+def test_show_digits_offline(isolated: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sklearn.datasets import load_digits
+
+    assert main(["data", "show", "digits", "--index", "5"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out[0]) == 16
+    assert out[8] == f"digits train[5]  label: {load_digits().target[5]}"
+
+
+def test_show_index_out_of_range(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["data", "show", "mnist", "--index", "10000", "--split", "test"]
+    assert main([*argv, "--data-dir", str(data_dir)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "logloss: error: --index 10000 is out of range: the test split of mnist has 10000 "
+        "images, numbered 0 to 9999"
+    )
+
+
+def test_show_bad_scale_writes_nothing(isolated: Path, tmp_path: Path, capsys) -> None:
+    argv = ["data", "show", "digits", "--index", "0", "--png", str(tmp_path / "a.png")]
+    assert main([*argv, "--scale", "0"]) == 2
+    assert "scale must be an integer from 1 to 64, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_missing_dataset_is_one_clear_error(
+    isolated: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from logloss.data import MIRRORS
+
+    monkeypatch.setitem(MIRRORS, "kmnist", ["http://127.0.0.1:1/"])
+    argv = ["data", "show", "kmnist", "--index", "0", "--data-dir", str(tmp_path / "d")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("logloss: error: dataset 'kmnist' (train split) not found")
+    assert "http://127.0.0.1:1/train-images-idx3-ubyte.gz" in err
+    assert "--data-dir DIR" in err
+    assert not (tmp_path / "d").exists()
+
+
+def test_fetch_bundled_and_present(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "fetch", "digits"]) == 0
+    assert "ships with logloss" in capsys.readouterr().out
+    assert main(["data", "fetch", "mnist", "--data-dir", str(data_dir)]) == 0
+    assert f"already present: {data_dir.absolute() / 'mnist'}" in capsys.readouterr().out
