@@ -230,3 +230,18 @@ def test_split_rejects_mismatched_inputs() -> None:
 def test_paths_may_be_strings(data_dir: Path) -> None:
     images, _ = load_dataset("mnist", "test", data_dir=os.fspath(data_dir), download=False)
     assert images.shape == (10000, 28, 28)
+
+
+def test_naming_the_dataset_folder_itself_gets_a_hint(
+    isolated: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(DatasetNotFoundError) as caught:
+        load_dataset("mnist", "test", data_dir=data_dir / "mnist", download=False)
+    assert f"name the folder above it ({data_dir.absolute()})" in str(caught.value)
+
+
+def test_unwritable_download_folder_is_a_clear_error(isolated: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")  # a file where the data folder should be: mkdir fails
+    with pytest.raises(DatasetNotFoundError, match=r"cannot create the folder .*file/mnist"):
+        load_dataset("mnist", "test", data_dir=blocker)

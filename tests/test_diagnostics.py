@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +19,24 @@ from sklearn import metrics
 
 from logloss import diagnostics
 from logloss.diagnostics import evaluate_logits, fit_temperature, reliability
+
+# A tiny dense network trained for one epoch on the real MNIST: about 90% test accuracy in a few
+# seconds of CPU.  test_report.py and test_cli_explain.py reuse it through small_run().
+SMALL_RUN = {"hidden": (32,), "epochs": 1, "batch_size": 512, "seed": 0, "device": "cpu"}
+SMALL_RUN_VALIDATION = 5000  # TrainConfig's default validation_size
+
+
+def small_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """The run folder of a small MNIST training, trained once per test session."""
+    from logloss.checkpoint import read_metadata
+    from logloss.training import TrainConfig, train
+
+    folder = tmp_path_factory.getbasetemp() / "explain-small-run"
+    if (folder / "checkpoint.json").is_file() and read_metadata(folder)["status"] == "finished":
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)  # a run cut short earlier in this session
+    train(TrainConfig(**SMALL_RUN), out_dir=folder, data_dir=data_dir, download=False)
+    return folder
 
 
 def synthetic(n: int, c: int, *, seed: int, signal: float = 3.0, scale: float = 2.0):
@@ -217,6 +237,25 @@ def test_temperature_matches_brute_force_grid(signal, scale):
     assert t == pytest.approx(scipy_t, rel=1e-5)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    logits=arrays(
+        np.float64, st.tuples(st.integers(4, 40), st.integers(2, 8)), elements=st.floats(-20, 20)
+    ),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_fitted_temperature_is_a_minimum(logits, seed):
+    target = np.random.default_rng(seed).integers(0, logits.shape[1], size=logits.shape[0])
+    t = fit_temperature(logits, target)
+    low, high = diagnostics.TEMPERATURE_RANGE
+    assert low <= t <= high
+    best = nll_at(logits, target, t)
+    # No nearby temperature inside the range does better (up to rounding).
+    for neighbour in (t * 1.001, t / 1.001, 1.0):
+        if low <= neighbour <= high:
+            assert best <= nll_at(logits, target, neighbour) + 1e-12
+
+
 def test_temperature_scaling_lowers_validation_loss_and_keeps_predictions():
     # An over-confident model: true-class signal and noise both scaled up by 4.
     logits, target = synthetic(3000, 10, seed=4, signal=12.0, scale=8.0)
@@ -407,3 +446,97 @@ def test_summary_is_strict_json():
     assert summary["calibration"]["ece"] == result.reliability.ece
     assert sum(summary["calibration"]["bins"]["count"]) == 200
     assert len(summary["hardest"]) == diagnostics.DEFAULT_TOP_K
+
+
+# --------------------------------------------------------------------------- a real checkpoint
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data_dir):
+    return small_run(tmp_path_factory, data_dir)
+
+
+@pytest.fixture(scope="module")
+def test_result(run, data_dir):
+    return diagnostics.evaluate_checkpoint(run, data_dir=data_dir, download=False)
+
+
+def test_checkpoint_numbers_match_training_and_scikit_learn(run, data_dir, test_result):
+    from logloss.checkpoint import load_checkpoint, read_metadata
+    from logloss.data import load_dataset
+
+    images, labels = load_dataset("mnist", "test", data_dir=data_dir, download=False)
+    e = test_result.evaluation
+    assert e.size == 10_000
+    np.testing.assert_array_equal(test_result.images, images)
+    # The trainer measured the best weights on the test split itself (float32 sums in PyTorch).
+    recorded = read_metadata(run)["test"]
+    assert e.accuracy == recorded["best_accuracy"]
+    assert e.loss == pytest.approx(recorded["best_loss"], rel=1e-5)
+    assert e.accuracy > 0.8  # far above chance (0.1) after one epoch
+    # An independent forward pass in PyTorch, scored by scikit-learn.
+    checkpoint = load_checkpoint(run)
+    with torch.no_grad():
+        logits = checkpoint.model(checkpoint.inputs(images)).double()
+    p = torch.softmax(logits, dim=1).numpy()
+    assert e.loss == pytest.approx(metrics.log_loss(labels, p, labels=list(range(10))), rel=1e-6)
+    brier = metrics.brier_score_loss(labels, p, labels=list(range(10)), scale_by_half=False)
+    assert e.brier == pytest.approx(brier, rel=1e-6)
+    np.testing.assert_array_equal(
+        e.confusion, metrics.confusion_matrix(labels, p.argmax(axis=1), labels=list(range(10)))
+    )
+
+
+def test_temperature_uses_the_runs_own_validation_split(run, data_dir, test_result):
+    from logloss.checkpoint import read_metadata
+
+    fit = test_result.evaluation.temperature
+    assert fit.fit_size == SMALL_RUN_VALIDATION
+    validation = diagnostics.evaluate_checkpoint(
+        run, split="validation", data_dir=data_dir, download=False, calibrate=False
+    )
+    best = read_metadata(run)["best"]
+    # Same samples as training used: the recorded validation accuracy is reproduced exactly.
+    assert validation.evaluation.accuracy == best["val_accuracy"]
+    assert validation.evaluation.loss == pytest.approx(best["val_loss"], rel=1e-5)
+    assert fit.fit_loss_before == pytest.approx(validation.evaluation.loss, rel=1e-12)
+    assert fit.fit_loss_after <= fit.fit_loss_before
+    train_part = diagnostics.evaluate_checkpoint(
+        run, split="train", data_dir=data_dir, download=False, calibrate=False
+    )
+    assert train_part.evaluation.size == 60_000 - SMALL_RUN_VALIDATION
+
+
+def test_one_forward_pass_per_split(run, data_dir, monkeypatch):
+    from logloss.checkpoint import Checkpoint
+
+    calls = []
+    original = Checkpoint.logits
+
+    def counting(self, images, **kwargs):
+        calls.append(len(images))
+        return original(self, images, **kwargs)
+
+    monkeypatch.setattr(Checkpoint, "logits", counting)
+    diagnostics.evaluate_checkpoint(run, data_dir=data_dir, download=False, calibrate=False)
+    assert calls == [10_000]
+    calls.clear()
+    diagnostics.evaluate_checkpoint(run, data_dir=data_dir, download=False)
+    assert calls == [10_000, SMALL_RUN_VALIDATION]  # the test split, then validation for T
+    calls.clear()
+    diagnostics.evaluate_checkpoint(run, split="validation", data_dir=data_dir, download=False)
+    assert calls == [SMALL_RUN_VALIDATION]  # fitted and evaluated on the same logits
+
+
+def test_untrained_weights_score_about_ln_10(run, data_dir):
+    result = diagnostics.evaluate_checkpoint(
+        run, which="initial", data_dir=data_dir, download=False, calibrate=False
+    )
+    assert result.which == "initial"
+    assert abs(result.evaluation.loss - math.log(10)) < 0.25
+    assert result.evaluation.accuracy < 0.3
+
+
+def test_unknown_split_is_a_clear_error(run, data_dir):
+    with pytest.raises(ValueError, match="split must be one of train, validation, test, got 'dev'"):
+        diagnostics.evaluate_checkpoint(run, split="dev", data_dir=data_dir)

@@ -174,21 +174,31 @@ def test_confusion_figure_shows_the_counts(evaluation):
     assert_drawn(figure)
 
 
-def test_examples_grid_titles_and_images(evaluation):
+def test_examples_grid_tiles_and_captions(evaluation):
     images = np.random.default_rng(1).integers(0, 256, size=(600, 28, 28), dtype=np.uint8)
-    figure = plots.examples_figure(images, evaluation.hardest, title="hardest", columns=5)
-    drawn = [axis for axis in figure.axes if axis.images]
-    assert len(drawn) == 10
-    first = drawn[0]
-    np.testing.assert_array_equal(first.images[0].get_array(), images[evaluation.hardest.index[0]])
-    assert f"p(true) {evaluation.hardest.p_true[0]:.2g}" in first.get_title()
+    figure = plots.examples_figure(images, evaluation.hardest, title="hardest", columns=4)
+    (axis,) = figure.axes
+    grid = axis.images[0].get_array()
+    hardest = evaluation.hardest
+    # Tile j at row r, column c: 14 caption rows above each 28x28 tile, 2 pixels between tiles.
+    for j, k in enumerate(hardest.index):
+        r, c = divmod(j, 4)
+        top, left = r * (28 + 14 + 2) + 14, c * (28 + 2)
+        np.testing.assert_array_equal(grid[top : top + 28, left : left + 28], images[k])
+    captions = [t.get_text() for t in axis.texts]
+    assert len(captions) == 10
+    assert captions[0] == (
+        f"#{hardest.index[0]} true {hardest.target[0]}\n"
+        f"pred {hardest.predicted[0]} p(true) {hardest.p_true[0]:.2g}"
+    )
     assert_drawn(figure)
 
 
 def test_examples_grid_with_no_examples(evaluation):
     empty = evaluation.hardest.__class__(*(a[:0] for a in vars(evaluation.hardest).values()))
     figure = plots.examples_figure(np.zeros((1, 28, 28), np.uint8), empty, title="none")
-    assert not any(axis.images for axis in figure.axes)
+    assert not figure.axes[0].images
+    assert figure.axes[0].texts[0].get_text() == "none"
     decoded(plots.png_bytes(figure))
 
 

@@ -31,7 +31,7 @@ WHICH = "last"  # the tiny run stops mid-epoch: it has "last" weights, "best" co
 
 
 def train_tiny_checkpoint(root: Path, data_dir: Path) -> Path:
-    """A small MNIST model really trained (60 steps, ~90% accurate), saved by the training code."""
+    """A small MNIST model really trained (60 steps, ~78% accurate), saved by the training code."""
     from logloss.training import TrainConfig, train
 
     out = root / "serve-checkpoint"
@@ -283,6 +283,12 @@ def test_bad_json_gets_422_with_a_clear_message(client, body, status, message):
         (b'{"image": [[-Infinity]]}', "contains -Infinity"),
         (b'{"image": [[0, 0]', "not valid JSON"),
         (b"\xff\xfe\x00", "not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),  # nesting past the recursion limit
+        (b'{"image": [[' + b"9" * 5000 + b"]]}", "not valid JSON"),  # past int's digit limit
+        (
+            json.dumps({"image": bad_image(0, 0, 12345)}).replace("12345", "1e400").encode(),
+            "image[0][0] = inf is not a gray level",  # 1e400 overflows to inf, no NaN token
+        ),
     ],
 )
 def test_nan_and_broken_json_get_422(client, content, message):

@@ -15,6 +15,9 @@
  * One exp per element.  (An online max/sum in a single read sweep needs a second exp per element
  * and measured 2.6x slower per core here; it only pays when a row no longer fits in cache.)
  *
+ * bfloat16 rows are read and written as bfloat16 and computed in float32 (sweep 2 then only
+ * sums, and sweep 3 recomputes the exp, so the gradient is rounded once).
+ *
  * g may alias x (the gradient is then written over the logits).  Rows are split over POSIX
  * threads.  The exponential is an inline Cephes-style polynomial, so the loops vectorise for
  * whatever vector unit the running CPU has: target_clones builds AVX-512, AVX2+FMA and baseline
@@ -25,16 +28,19 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-#define LOGLOSS_CLONES __attribute__((target_clones("avx512f", "arch=haswell", "default")))
+#define LOGLOSS_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
 #else
 #define LOGLOSS_CLONES
 #endif
 
 /* exp(x) = 2^k p(r), k = round(x / ln 2), r = x - k ln 2 in [-ln2/2, ln2/2]; relative error
  * ~1e-7.  Below ln(FLT_MIN) the result is 0 (exp(-inf) = 0 exactly); NaN stays NaN. */
+#define BLOCK 512 /* elements per float partial sum */
+
 static inline float fast_expf(float x) {
     const float hi = 88.0f, lo = -87.33654f;
     float xc = x > hi ? hi : x;
@@ -57,58 +63,90 @@ static inline float fast_expf(float x) {
     return x < lo ? 0.0f : y;
 }
 
+static inline float bf16_to_float(uint16_t h) {
+    const uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* round to nearest even, as torch does; NaN stays a (quiet) NaN */
+static inline uint16_t float_to_bf16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    const uint32_t rounded = bits + 0x7FFFu + ((bits >> 16) & 1u);
+    const uint32_t out = (bits & 0x7FFFFFFFu) > 0x7F800000u ? (bits | 0x00400000u) : rounded;
+    return (uint16_t)(out >> 16);
+}
+
+enum { DTYPE_FLOAT32 = 0, DTYPE_BFLOAT16 = 1 };
+
 typedef struct {
-    const float *x;
+    const void *x; /* (n, c) rows, leading stride ldx elements */
     int64_t ldx;
-    float *g; /* may equal x; NULL: loss only */
+    void *g; /* may equal x; NULL: loss only */
     int64_t ldg;
     const int64_t *target;
     int64_t n, c, ignore_index;
     float smoothing, scale;
     float *loss; /* (n,) */
-    float *lse;  /* (n,) or NULL */
     int64_t row_begin, row_end;
+    int out_of_memory; /* set by a job that could not get its scratch row */
 } job_t;
 
+/* float32 rows.  Sweep 2 stores e = exp(x - max) in g, sweep 3 rescales it: one exp/element. */
 LOGLOSS_CLONES
-static void rows_kernel(const job_t *jb) {
+static void rows_float32(job_t *jb) {
     const int64_t c = jb->c;
     const float eps = jb->smoothing;
     for (int64_t i = jb->row_begin; i < jb->row_end; ++i) {
-        const float *xi = jb->x + i * jb->ldx;
-        float *gi = jb->g ? jb->g + i * jb->ldg : NULL;
+        const float *xi = (const float *)jb->x + i * jb->ldx;
+        float *gi = jb->g ? (float *)jb->g + i * jb->ldg : NULL;
         const int64_t t = jb->target[i];
-        const int ignored = (t == jb->ignore_index);
-        float mx = -FLT_MAX, sumx = 0.0f;
-#pragma omp simd reduction(max : mx) reduction(+ : sumx)
-        for (int64_t k = 0; k < c; ++k) {
-            mx = xi[k] > mx ? xi[k] : mx;
-            sumx += xi[k];
-        }
-        const float xt = ignored ? 0.0f : xi[t];
-        double sum = 0.0;
-        if (gi && !ignored) {
-#pragma omp simd reduction(+ : sum)
-            for (int64_t k = 0; k < c; ++k) {
-                const float e = fast_expf(xi[k] - mx);
-                gi[k] = e;
-                sum += e;
-            }
-        } else {
-#pragma omp simd reduction(+ : sum)
-            for (int64_t k = 0; k < c; ++k) sum += fast_expf(xi[k] - mx);
-        }
-        if (sumx != sumx) sum = NAN;
-        const double lse = mx + log(sum);
-        if (jb->lse) jb->lse[i] = (float)lse;
-        if (ignored) {
+        if (t == jb->ignore_index) {
             jb->loss[i] = 0.0f;
             if (gi) memset(gi, 0, (size_t)c * sizeof(float));
             continue;
         }
+        /* sweep 1: max and sum of x.  Blocks of BLOCK elements are summed in float (vectorised),
+         * the block sums in double. */
+        float mx = -FLT_MAX;
+        double sumx = 0.0;
+        for (int64_t k0 = 0; k0 < c; k0 += BLOCK) {
+            const int64_t k1 = k0 + BLOCK < c ? k0 + BLOCK : c;
+            float bs = 0.0f;
+#pragma omp simd reduction(max : mx) reduction(+ : bs)
+            for (int64_t k = k0; k < k1; ++k) {
+                mx = xi[k] > mx ? xi[k] : mx;
+                bs += xi[k];
+            }
+            sumx += bs;
+        }
+        const float xt = xi[t]; /* read before g (possibly x itself) is written */
+        /* sweep 2: e = exp(x - max) into g, and their sum */
+        double sum = 0.0;
+        for (int64_t k0 = 0; k0 < c; k0 += BLOCK) {
+            const int64_t k1 = k0 + BLOCK < c ? k0 + BLOCK : c;
+            float bs = 0.0f;
+            if (gi) {
+#pragma omp simd reduction(+ : bs)
+                for (int64_t k = k0; k < k1; ++k) {
+                    const float e = fast_expf(xi[k] - mx);
+                    gi[k] = e;
+                    bs += e;
+                }
+            } else {
+#pragma omp simd reduction(+ : bs)
+                for (int64_t k = k0; k < k1; ++k) bs += fast_expf(xi[k] - mx);
+            }
+            sum += bs;
+        }
+        if (sumx != sumx) sum = NAN; /* a NaN logit: the max skipped it, the sum did not */
+        const double lse = mx + log(sum);
         /* eps = 0 skips the sum: 0 * (-inf) would be NaN for rows holding -inf logits */
         jb->loss[i] = (float)(lse - (1.0 - eps) * xt - (eps > 0.0f ? (double)eps / c * sumx : 0.0));
         if (!gi) continue;
+        /* sweep 3: normalise, smooth, subtract the target */
         const float sc = (float)(jb->scale / sum), off = jb->scale * eps / (float)c;
 #pragma omp simd
         for (int64_t k = 0; k < c; ++k) gi[k] = gi[k] * sc - off;
@@ -116,44 +154,125 @@ static void rows_kernel(const job_t *jb) {
     }
 }
 
-static void *rows_thread(void *arg) {
-    rows_kernel((const job_t *)arg);
+/* bfloat16 rows, float32 arithmetic.  e = exp(x - max) goes to a float32 scratch row (in L2)
+ * rather than to g, so the gradient is rounded to bfloat16 once. */
+LOGLOSS_CLONES
+static void rows_bfloat16_scratch(const job_t *jb, float *e) {
+    const int64_t c = jb->c;
+    const float eps = jb->smoothing;
+    for (int64_t i = jb->row_begin; i < jb->row_end; ++i) {
+        const uint16_t *xi = (const uint16_t *)jb->x + i * jb->ldx;
+        uint16_t *gi = jb->g ? (uint16_t *)jb->g + i * jb->ldg : NULL;
+        const int64_t t = jb->target[i];
+        if (t == jb->ignore_index) {
+            jb->loss[i] = 0.0f;
+            if (gi) memset(gi, 0, (size_t)c * sizeof(uint16_t));
+            continue;
+        }
+        float mx = -FLT_MAX;
+        double sumx = 0.0;
+        for (int64_t k0 = 0; k0 < c; k0 += BLOCK) {
+            const int64_t k1 = k0 + BLOCK < c ? k0 + BLOCK : c;
+            float bs = 0.0f;
+#pragma omp simd reduction(max : mx) reduction(+ : bs)
+            for (int64_t k = k0; k < k1; ++k) {
+                const float v = bf16_to_float(xi[k]);
+                mx = v > mx ? v : mx;
+                bs += v;
+            }
+            sumx += bs;
+        }
+        const float xt = bf16_to_float(xi[t]);
+        double sum = 0.0;
+        for (int64_t k0 = 0; k0 < c; k0 += BLOCK) {
+            const int64_t k1 = k0 + BLOCK < c ? k0 + BLOCK : c;
+            float bs = 0.0f;
+#pragma omp simd reduction(+ : bs)
+            for (int64_t k = k0; k < k1; ++k) {
+                const float ek = fast_expf(bf16_to_float(xi[k]) - mx);
+                e[k] = ek;
+                bs += ek;
+            }
+            sum += bs;
+        }
+        if (sumx != sumx) sum = NAN;
+        const double lse = mx + log(sum);
+        jb->loss[i] = (float)(lse - (1.0 - eps) * xt - (eps > 0.0f ? (double)eps / c * sumx : 0.0));
+        if (!gi) continue;
+        const float sc = (float)(jb->scale / sum), off = jb->scale * eps / (float)c;
+        e[t] -= (float)((1.0 - eps) * sum); /* then e[t] sc - off = scale (p_t - (1 - eps)) - off */
+#pragma omp simd
+        for (int64_t k = 0; k < c; ++k) gi[k] = float_to_bf16(e[k] * sc - off);
+    }
+}
+
+static void rows_bfloat16(job_t *jb) {
+    float *e = malloc((size_t)(jb->c > 0 ? jb->c : 1) * sizeof(float));
+    if (!e) {
+        jb->out_of_memory = 1;
+        return;
+    }
+    rows_bfloat16_scratch(jb, e);
+    free(e);
+}
+
+static void *rows_float32_thread(void *arg) {
+    rows_float32((job_t *)arg);
+    return NULL;
+}
+
+static void *rows_bfloat16_thread(void *arg) {
+    rows_bfloat16((job_t *)arg);
     return NULL;
 }
 
 #define MAX_THREADS 256
 
-/* Returns 0 on success, the number of threads that could not start (work done inline) otherwise
- * never fails the computation. */
-int logloss_ce_forward(const float *x, int64_t ldx, float *g, int64_t ldg, const int64_t *target,
+/* The loss of each row into loss[0..n) and, when g is not NULL, the gradient into g.
+ * dtype: 0 float32, 1 bfloat16 (x and g alike).  Rows are split into nthreads contiguous ranges.
+ * Returns the number of threads that could not be started (their rows ran on this thread), -1
+ * for an unknown dtype (nothing computed), -2 when a scratch row could not be allocated. */
+int logloss_ce_forward(const void *x, int64_t ldx, void *g, int64_t ldg, const int64_t *target,
                        int64_t n, int64_t c, int64_t ignore_index, float smoothing, float scale,
-                       float *loss, float *lse, int nthreads) {
+                       float *loss, int dtype, int nthreads) {
+    void (*run)(job_t *);
+    void *(*thread_main)(void *);
+    if (dtype == DTYPE_FLOAT32) {
+        run = rows_float32;
+        thread_main = rows_float32_thread;
+    } else if (dtype == DTYPE_BFLOAT16) {
+        run = rows_bfloat16;
+        thread_main = rows_bfloat16_thread;
+    } else {
+        return -1;
+    }
     if (nthreads < 1) nthreads = 1;
     if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
-    /* below ~256k elements a thread costs more than it saves */
-    const int64_t work = n * c;
-    int64_t max_useful = work / (1 << 18) + 1;
+    /* below ~256k elements per thread, starting a thread costs more than it saves */
+    const int64_t max_useful = n * c / (1 << 18) + 1;
     if (nthreads > max_useful) nthreads = (int)max_useful;
     if (nthreads > n) nthreads = (int)(n > 0 ? n : 1);
     job_t jobs[MAX_THREADS];
     pthread_t tids[MAX_THREADS];
     int started[MAX_THREADS];
     for (int k = 0; k < nthreads; ++k) {
-        job_t jb = {x, ldx, g, ldg, target, n, c, ignore_index, smoothing, scale, loss, lse,
-                    n * k / nthreads, n * (k + 1) / nthreads};
+        job_t jb = {x, ldx, g, ldg, target, n, c, ignore_index, smoothing, scale, loss,
+                    n * k / nthreads, n * (k + 1) / nthreads, 0};
         jobs[k] = jb;
     }
     int failed = 0;
     for (int k = 1; k < nthreads; ++k) {
-        started[k] = pthread_create(&tids[k], NULL, rows_thread, &jobs[k]) == 0;
+        started[k] = pthread_create(&tids[k], NULL, thread_main, &jobs[k]) == 0;
         if (!started[k]) ++failed;
     }
-    rows_kernel(&jobs[0]);
+    run(&jobs[0]);
     for (int k = 1; k < nthreads; ++k) {
         if (started[k])
             pthread_join(tids[k], NULL);
         else
-            rows_kernel(&jobs[k]);
+            run(&jobs[k]);
     }
+    for (int k = 0; k < nthreads; ++k)
+        if (jobs[k].out_of_memory) return -2;
     return failed;
 }

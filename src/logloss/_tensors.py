@@ -8,7 +8,7 @@ NumPy float16 is computed in float32 and rounded back once at the end (see ``doc
 torch tensors are computed in their own dtype with torch's kernels, exactly as PyTorch does.
 
 The loss kernels are written once against :class:`Ops`, a namespace with the handful of element
-operations whose spelling differs between NumPy and torch (``NUMPY_OPS`` / ``TORCH_OPS``).
+operations whose spelling differs between NumPy and torch (``ops_for(x)`` picks one).
 """
 
 from __future__ import annotations
@@ -163,8 +163,7 @@ class Ops:
     clamp_min: Callable[[Array, float], Array]
     sum: Callable[..., Array]
     reshape: Callable[[Array, tuple[int, ...]], Array]
-    zeros_like: Callable[[Array], Array]
-    ones_like: Callable[[Array], Array]
+    count: Callable[[Array], Any]
 
 
 def _np_sum(x: Array, axis: int | None = None) -> Array:
@@ -179,30 +178,25 @@ NUMPY_OPS = Ops(
     clamp_min=np.maximum,
     sum=_np_sum,
     reshape=np.reshape,
-    zeros_like=np.zeros_like,
-    ones_like=np.ones_like,
+    count=np.count_nonzero,  # a Python int: keeps float32 results float32
 )
 
 
 def _torch_ops() -> Ops:
     torch = torch_module()
 
-    def where(cond: Array, a: Any, b: Any) -> Array:
-        return torch.where(cond, a, b)
-
     def t_sum(x: Array, axis: int | None = None) -> Array:
         return x.sum() if axis is None else x.sum(dim=axis)
 
     return Ops(
-        where=where,
+        where=torch.where,
         take_along_axis=lambda x, idx, axis: torch.take_along_dim(x, idx, dim=axis),
         log=torch.log,
         log1p=torch.log1p,
         clamp_min=torch.clamp_min,
         sum=t_sum,
         reshape=torch.reshape,
-        zeros_like=torch.zeros_like,
-        ones_like=torch.ones_like,
+        count=torch.count_nonzero,
     )
 
 

@@ -35,9 +35,10 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from logloss.model import Architecture, DenseNet, check_state_dict
+from logloss.train_config import TrainConfig
 
 if TYPE_CHECKING:
-    from logloss.training import Evaluation, TrainConfig
+    from logloss.training import Evaluation
 
 FORMAT = "logloss.checkpoint"
 FORMAT_VERSION = 1
@@ -123,7 +124,9 @@ def split_tensors(state: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Te
             if all(isinstance(k, str) for k in value):
                 return {k: walk(v, f"{key}.{k}" if key else k) for k, v in value.items()}
             return {
-                "__items__": [[k, walk(v, f"{key}.{k}" if key else str(k))] for k, v in value.items()]
+                "__items__": [
+                    [k, walk(v, f"{key}.{k}" if key else str(k))] for k, v in value.items()
+                ]
             }
         if isinstance(value, tuple):
             return {"__tuple__": [walk(v, f"{key}.{i}") for i, v in enumerate(value)]}
@@ -347,7 +350,6 @@ def load_checkpoint(
             fit the saved architecture.
     """
     from logloss.devices import pick_device
-    from logloss.training import TrainConfig
 
     if which not in WEIGHT_FILES:
         raise ValueError(f"which must be one of {sorted(WEIGHT_FILES)}, got {which!r}")

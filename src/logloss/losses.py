@@ -94,8 +94,8 @@ def cross_entropy(
     if _is_float(target):
         q = _check_probability_target(target, x)
         return _finish(restore, _probability_ce_kernel, ops, x, q, w, reduction, smoothing)
-    t = _check_index_target(target, x, n_classes, ignore_index, "logits")
-    return _finish(restore, _index_ce_kernel, ops, x, t, w, ignore_index, reduction, smoothing)
+    t, ignore = _check_index_target(target, x, n_classes, ignore_index, "logits")
+    return _finish(restore, _index_ce_kernel, ops, x, t, w, ignore, reduction, smoothing)
 
 
 def nll_loss(
@@ -129,8 +129,8 @@ def nll_loss(
     _check_reduction(reduction)
     n_classes = _check_class_axis(lp, "log_probs")
     w = _check_class_weight(weight, lp, n_classes)
-    t = _check_index_target(target, lp, n_classes, ignore_index, "log_probs")
-    return _finish(restore, _nll_kernel, ops_for(lp), lp, t, w, ignore_index, reduction)
+    t, ignore = _check_index_target(target, lp, n_classes, ignore_index, "log_probs")
+    return _finish(restore, _nll_kernel, ops_for(lp), lp, t, w, ignore, reduction)
 
 
 def binary_cross_entropy(
@@ -245,12 +245,15 @@ def _is_float(target: Array) -> bool:
 
 def _check_index_target(
     target: Array, x: Array, n_classes: int, ignore_index: int, name: str
-) -> Array:
-    """Class-index targets: integer dtype, x's shape without the class axis, values in [0, C)."""
+) -> tuple[Array, int | None]:
+    """Class-index targets: integer dtype, x's shape without the class axis, values in [0, C).
+
+    Returns the targets (int64, on x's device) and ``ignore_index``, or None when no target can
+    equal it (then the kernels skip the masking: the common case, a cheaper graph).
+    """
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
         raise ValueError(f"ignore_index must be an int, got {ignore_index!r}")
-    kind = "b" if _is_bool(target) else ("i" if _is_integer(target) else "other")
-    if kind != "i":
+    if not _is_integer(target):
         raise ValueError(
             f"target must hold integer class indices (or floating class probabilities with "
             f"{name}' shape), got dtype {_dtype_name(target)}"
@@ -264,6 +267,9 @@ def _check_index_target(
             f"{0 if x.ndim == 1 else 1}); for class probabilities pass a float array of shape "
             f"{tuple(x.shape)}"
         )
+    low, high = _min_max(t)  # one pass (and one device sync) for the common, valid case
+    if low >= 0 and high < n_classes:
+        return t, ignore_index if low <= ignore_index <= high else None
     bad = first_bad(((t < 0) | (t >= n_classes)) & (t != ignore_index))
     if bad is not None:
         raise ValueError(
@@ -271,7 +277,17 @@ def _check_index_target(
             f"targets must be in [0, {n_classes}) for {n_classes} classes, or equal "
             f"ignore_index={ignore_index} to be skipped; check the labels or the number of classes"
         )
-    return t
+    return t, ignore_index
+
+
+def _min_max(t: Array) -> tuple[int, int]:
+    """(min, max) of an integer array/tensor; (0, -1) when it is empty."""
+    if math.prod(t.shape) == 0:
+        return 0, -1
+    if is_tensor(t):
+        low, high = torch_module().aminmax(t)
+        return tuple(torch_module().stack((low, high)).tolist())
+    return int(t.min()), int(t.max())
 
 
 def _check_probability_target(target: Array, x: Array) -> Array:
@@ -372,10 +388,12 @@ def _dtype_name(x: Array) -> str:
     return str(x.dtype) if is_tensor(x) else str(np.asarray(x).dtype)
 
 
-def _finish(restore: Any, kernel: Any, *args: Any) -> Array:
+def _finish(restore: Any, kernel: Any, ops: Ops, x: Array, *args: Any) -> Array:
     """Run a kernel (NumPy warnings about inf/NaN silenced: they are results, as in torch)."""
+    if is_tensor(x):
+        return restore(kernel(ops, x, *args))
     with np.errstate(all="ignore"):
-        return restore(kernel(*args))
+        return restore(kernel(ops, x, *args))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,33 +409,53 @@ def _broadcast_class_weight(ops: Ops, w: Array, x: Array) -> Array:
     return w if x.ndim == 1 else ops.reshape(w, (1, -1) + (1,) * (x.ndim - 2))
 
 
-def _reduce_per_sample(ops: Ops, losses: Array, w_t: Array, reduction: str) -> Array:
-    # "mean" is a weighted mean: sum(w[y] * l) / sum(w[y]) (0 / 0 = NaN when all are ignored).
+def _reduce_per_sample(
+    ops: Ops, losses: Array, w_t: Array | None, ignored: Array | None, reduction: str
+) -> Array:
+    """Reduce per-sample losses; "mean" is the weighted mean sum(w[y] * l) / sum(w[y]).
+
+    ``w_t``: per-sample weights (None: all 1); ``ignored``: mask of skipped samples (None: none).
+    All samples ignored gives 0 / 0 = NaN, as in PyTorch.
+    """
     if reduction == "none":
         return losses
     total = ops.sum(losses)
-    return total if reduction == "sum" else total / ops.sum(w_t)
+    if reduction == "sum":
+        return total
+    if w_t is not None:
+        return total / ops.sum(w_t)
+    return total / (math.prod(losses.shape) if ignored is None else ops.count(~ignored))
 
 
-def _picked(ops: Ops, x: Array, t: Array, ignore_index: int) -> tuple[Array, Array, Array]:
-    """(x[y] per sample, ignored mask, y with ignored entries set to class 0)."""
-    axis = _class_axis(x)
-    ignored = t == ignore_index
-    safe = ops.where(ignored, 0, t)  # class 0 always exists; its value is masked out below
-    index_shape = (*t.shape[:1], 1, *t.shape[1:]) if x.ndim > 1 else (1,)
-    picked = ops.take_along_axis(x, ops.reshape(safe, index_shape), axis)
-    return ops.reshape(picked, tuple(t.shape)), ignored, safe
+def _nll_terms(
+    ops: Ops, lp: Array, t: Array, w: Array | None, ignore_index: int | None
+) -> tuple[Array, Array | None, Array | None]:
+    """Per-sample ``-w[y] * lp[y]``, the weights ``w[y]`` (None: no weights), the ignored mask.
+
+    ``ignore_index=None`` means no target equals it (checked at the boundary), so nothing is
+    masked.  Otherwise ignored samples get loss 0 and weight 0.  Shapes: lp (C,) or
+    (N, C, d1..dK); t and the three results () or (N, d1..dK).
+    """
+    axis = _class_axis(lp)
+    ignored = None if ignore_index is None else t == ignore_index
+    # Class 0 always exists: ignored samples pick it, and their value is masked out below.
+    safe = t if ignored is None else ops.where(ignored, 0, t)
+    index_shape = (*t.shape[:1], 1, *t.shape[1:]) if lp.ndim > 1 else (1,)
+    picked = ops.reshape(ops.take_along_axis(lp, ops.reshape(safe, index_shape), axis), t.shape)
+    w_t = None if w is None else w[safe]
+    if ignored is None:
+        return (-picked if w_t is None else -w_t * picked), w_t, None
+    w_t = None if w_t is None else ops.where(ignored, 0, w_t)
+    # where, not multiplication: an ignored entry may sit on a -inf log-probability (0 * inf = NaN).
+    losses = ops.where(ignored, 0, -picked if w_t is None else -w_t * picked)
+    return losses, w_t, ignored
 
 
 def _nll_kernel(
-    ops: Ops, lp: Array, t: Array, w: Array | None, ignore_index: int, reduction: str
+    ops: Ops, lp: Array, t: Array, w: Array | None, ignore_index: int | None, reduction: str
 ) -> Array:
-    picked, ignored, safe = _picked(ops, lp, t, ignore_index)
-    w_t = ops.ones_like(picked) if w is None else w[safe]
-    w_t = ops.where(ignored, 0, w_t)
-    # where, not multiplication: an ignored entry may sit on a -inf log-probability (0 * inf = NaN).
-    losses = ops.where(ignored, 0, -w_t * picked)
-    return _reduce_per_sample(ops, losses, w_t, reduction)
+    losses, w_t, ignored = _nll_terms(ops, lp, t, w, ignore_index)
+    return _reduce_per_sample(ops, losses, w_t, ignored, reduction)
 
 
 def _index_ce_kernel(
@@ -425,23 +463,23 @@ def _index_ce_kernel(
     x: Array,
     t: Array,
     w: Array | None,
-    ignore_index: int,
+    ignore_index: int | None,
     reduction: str,
     smoothing: float,
 ) -> Array:
-    lp = log_softmax(x, axis=_class_axis(x))  # log space: never log(softmax(x))
-    nll = _nll_kernel(ops, lp, t, w, ignore_index, reduction)
+    axis = _class_axis(x)
+    lp = log_softmax(x, axis=axis)  # log space: never log(softmax(x))
+    losses, w_t, ignored = _nll_terms(ops, lp, t, w, ignore_index)
+    nll = _reduce_per_sample(ops, losses, w_t, ignored, reduction)
     if smoothing == 0.0:
-        return nll
+        return nll  # (not nll + 0 * smooth: smooth is inf when any logit is -inf)
     # PyTorch's smoothing term: the uniform part, sum_c w[c] * -lp[c], with ignored samples zeroed
     # and the same denominator as the nll term (sum of w[y] over non-ignored samples).
     weighted = lp if w is None else lp * _broadcast_class_weight(ops, w, lp)
-    ignored = t == ignore_index
-    smooth = ops.where(ignored, 0, -ops.sum(weighted, _class_axis(lp)))
-    w_t = ops.where(ignored, 0, ops.ones_like(smooth) if w is None else w[ops.where(ignored, 0, t)])
-    smooth = _reduce_per_sample(ops, smooth, w_t, reduction)
-    n_classes = lp.shape[_class_axis(lp)]
-    return (1 - smoothing) * nll + smooth * (smoothing / n_classes)
+    smooth = -ops.sum(weighted, axis)
+    smooth = smooth if ignored is None else ops.where(ignored, 0, smooth)
+    smooth = _reduce_per_sample(ops, smooth, w_t, ignored, reduction)
+    return (1 - smoothing) * nll + smooth * (smoothing / x.shape[axis])
 
 
 def _probability_ce_kernel(

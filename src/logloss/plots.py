@@ -389,10 +389,38 @@ def confusion_figure(confusion: np.ndarray, *, labels: Sequence[str] | None = No
     return figure
 
 
+def montage(
+    images: np.ndarray, index: np.ndarray, columns: int, gap: int = 2, label: int = 0
+) -> np.ndarray:
+    """Tile ``images[index]`` (each (H, W)) into one array, row by row, zeros between tiles.
+
+    Tile ``j`` sits at rows ``r * (H + label + gap) + label ...`` and columns
+    ``c * (W + gap) ...`` with ``r, c = divmod(j, columns)``: ``label`` empty rows above each
+    tile leave room for its caption.
+
+    >>> montage(np.ones((3, 1, 2), np.uint8), np.array([0, 2]), columns=2, gap=1).tolist()
+    [[1, 1, 0, 1, 1]]
+    """
+    count = len(index)
+    h, w = images.shape[1:3]
+    rows = max(1, math.ceil(count / columns))
+    cols = min(columns, max(count, 1))
+    pitch_y, pitch_x = h + label + gap, w + gap
+    canvas = np.zeros((rows * pitch_y - gap, cols * pitch_x - gap), dtype=images.dtype)
+    for j, k in enumerate(index):
+        r, c = divmod(j, columns)
+        top, left = r * pitch_y + label, c * pitch_x
+        canvas[top : top + h, left : left + w] = images[k]
+    return canvas
+
+
 def examples_figure(
     images: np.ndarray, examples: Examples, *, title: str, columns: int = 8
 ) -> Figure:
-    """A grid of samples (the hardest, the most confident mistakes) with p(true) under each.
+    """A grid of samples (the hardest, the most confident mistakes) with p(true) over each.
+
+    Drawn as one image (a :func:`montage`) with captions, which is several times faster than
+    one axes per sample.
 
     Args:
         images: (N, H, W) uint8, the whole evaluated split (indexed by ``examples.index``).
@@ -401,22 +429,28 @@ def examples_figure(
         columns: images per row.
     """
     count = len(examples.index)
+    h, w = images.shape[1:3]
+    label = h // 2  # caption room above each tile, in pixels of the montage
     rows = max(1, math.ceil(count / columns))
-    figure = blank_figure(1.3 * columns, 1.55 * rows + 0.4)
+    figure, (axis,) = new_figure(1.3 * columns, 1.75 * rows + 0.35)
     figure.suptitle(title)
-    axes = figure.subplots(rows, columns, squeeze=False)
-    for slot, axis in enumerate(axes.flat):
-        axis.set_axis_off()
-        if slot >= count:
-            continue
-        axis.imshow(images[examples.index[slot]], cmap="gray_r", vmin=0, vmax=255)
-        wrong = examples.predicted[slot] != examples.target[slot]
-        axis.set_title(
-            f"#{examples.index[slot]} true {examples.target[slot]}"
-            f"\npred {examples.predicted[slot]} p(true) {examples.p_true[slot]:.2g}",
+    axis.set_axis_off()
+    if count == 0:
+        axis.text(0.5, 0.5, "none", ha="center", va="center", transform=axis.transAxes)
+        return figure
+    grid = montage(images, examples.index, columns, gap=2, label=label)
+    axis.imshow(grid, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest", aspect="equal")
+    for j in range(count):
+        r, c = divmod(j, columns)
+        wrong = examples.predicted[j] != examples.target[j]
+        axis.text(
+            c * (w + 2) + w / 2,
+            r * (h + label + 2) + label - 1,
+            f"#{examples.index[j]} true {examples.target[j]}\n"
+            f"pred {examples.predicted[j]} p(true) {examples.p_true[j]:.2g}",
+            ha="center",
+            va="bottom",
             fontsize=7,
             color=WRONG_COLOR if wrong else TRAIN_COLOR,
         )
-    if count == 0:
-        figure.text(0.5, 0.5, "none", ha="center", va="center")
     return figure

@@ -85,7 +85,19 @@ class _Page:
     def __init__(self) -> None:
         self.numbers: dict[str, float] = {}
 
-XX
+    def number(
+        self, key: str, value: float, spec: str = ".4f", *, json_key: str | None = None
+    ) -> str:
+        """``<data id=key value=exact>shown</data>``: a number a program can read back exactly.
+
+        ``shown`` is ``format(value, spec)`` (``".2%"`` for a percentage); ``json_key`` is the path
+        of the same number in ``logloss evaluate --json`` (``"calibration.ece"``), if any.
+        """
+        value = float(value)
+        self.numbers[key] = value
+        exact = repr(value) if math.isfinite(value) else str(value)
+        source = f' data-json="{html.escape(json_key)}"' if json_key else ""
+        return f'<data id="{key}" value="{exact}"{source}>{format(value, spec)}</data>'
 
 
 def _figure(figure: Any, key: str, alt: str) -> str:
@@ -121,12 +133,15 @@ def _table(header: list[str], rows: list[list[str]], key: str) -> str:
 STYLE = """
 body { font: 16px/1.55 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222;
        max-width: 980px; margin: 2em auto; padding: 0 1em; }
-h1 { font-size: 1.9em; margin-bottom: .2em; } h2 { margin-top: 2.2em; border-bottom: 1px solid #ddd; }
+h1 { font-size: 1.9em; margin-bottom: .2em; }
+h2 { margin-top: 2.2em; border-bottom: 1px solid #ddd; }
 .lead { color: #555; } .key { display: flex; flex-wrap: wrap; gap: 1em; margin: 1em 0; }
 .key div { background: #f4f6f8; border-radius: 8px; padding: .6em 1em; min-width: 9em; }
 .key b { display: block; font-size: 1.5em; } .key span { color: #666; font-size: .85em; }
-figure { margin: 1em 0; } figure img { max-width: 100%; } figcaption { color: #666; font-size: .85em; }
-img.digit { image-rendering: pixelated; border: 1px solid #ccc; margin-right: 1em; vertical-align: top; }
+figure { margin: 1em 0; } figure img { max-width: 100%; }
+figcaption { color: #666; font-size: .85em; }
+img.digit { image-rendering: pixelated; border: 1px solid #ccc; }
+.sample { display: flex; gap: 1.2em; align-items: flex-start; } .sample p { margin-top: 0; }
 pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: .8em; line-height: 1.3; }
 table { border-collapse: collapse; margin: 1em 0; } td, th { padding: .2em .7em; text-align: right;
         border-bottom: 1px solid #eee; } .formula { font-family: ui-monospace, monospace; }
@@ -192,13 +207,13 @@ def build_report(
         f"{html.escape(result.split)} split of {e.size} samples · seed {trained.config.seed} · "
         f"checkpoint <code>{html.escape(str(result.directory))}</code></p>"
         f'<div class="key">'
-        f"<div><b>{n('accuracy', e.accuracy, f'{100 * e.accuracy:.2f}%', json_path='accuracy')}</b>"
+        f"<div><b>{n('accuracy', e.accuracy, '.2%', json_key='accuracy')}</b>"
         f"<span>accuracy</span></div>"
-        f"<div><b>{n('loss', e.loss, '.4f', json='loss')}</b>"
+        f"<div><b>{n('loss', e.loss, '.4f', json_key='loss')}</b>"
         f"<span>mean cross-entropy (nats)</span></div>"
-        f"<div><b>{n('uniform-loss', e.uniform_loss, '.4f', json='uniform_loss')}</b>"
+        f"<div><b>{n('uniform-loss', e.uniform_loss, '.4f', json_key='uniform_loss')}</b>"
         f"<span>ln {c}: a uniform guess</span></div>"
-        f"<div><b>{n('ece', e.reliability.ece, '.4f', json='calibration.ece')}</b>"
+        f"<div><b>{n('ece', e.reliability.ece, '.4f', json_key='calibration.ece')}</b>"
         f"<span>expected calibration error</span></div>"
         f"</div>"
     )
@@ -260,11 +275,11 @@ def build_report(
         f"{n('sample-loss-after', after.loss, '.4f')} "
         f"(PyTorch's CrossEntropyLoss: {after.torch_loss:.6f}). The loss on the data set is the "
         "mean over its samples: "
-        f"{n('loss-again', e.loss, '.4f', json='loss')} nats, a perplexity of "
-        f"{n('perplexity', e.perplexity, '.4f', json='perplexity')} "
+        f"{n('loss-again', e.loss, '.4f', json_key='loss')} nats, a perplexity of "
+        f"{n('perplexity', e.perplexity, '.4f', json_key='perplexity')} "
         f"(as unsure as a uniform choice among that many classes; a uniform guess over {c} "
         f"classes scores ln {c} = {e.uniform_loss:.4f}). The Brier score, for comparison, is "
-        f"{n('brier', e.brier, '.4f', json='brier')}.</p>"
+        f"{n('brier', e.brier, '.4f', json_key='brier')}.</p>"
         f"<pre>{html.escape(after.render())}</pre>"
     )
 
@@ -294,7 +309,7 @@ def build_report(
         "<h2>5. Training</h2>"
         f"<p>{uniform_line}On this {result.split} split the untrained weights score "
         f"{n('untrained-loss', untrained.loss, '.4f')} nats and "
-        f"{n('untrained-accuracy', untrained.accuracy, f'{100 * untrained.accuracy:.2f}%')} "
+        f"{n('untrained-accuracy', untrained.accuracy, '.2%')} "
         f"accuracy; after {epochs} epoch(s), {e.loss:.4f} nats and {100 * e.accuracy:.2f}%.</p>"
         + curves
     )
@@ -302,12 +317,12 @@ def build_report(
     # --- 6. before and after
     sections.append(
         "<h2>6. The same sample, before and after</h2>"
-        f"<p>{_digit(image, 'sample', f'{result.split} sample #{index}')}"
+        f'<div class="sample">{_digit(image, "sample", f"{result.split} sample #{index}")}<p>'
         f"Sample #{index}, a {html.escape(result.classes[label])}. Untrained: p({label}) = "
         f"{n('sample-p-true-before', before.p_target, '.4f')}, loss "
         f"{n('sample-loss-before', before.loss, '.4f')} (≈ ln {c} = "
         f"{e.uniform_loss:.4f}); predicted {before.predicted}. Trained: p({label}) = "
-        f"{after.p_target:.4f}, loss {after.loss:.4f}; predicted {after.predicted}.</p>"
+        f"{after.p_target:.4f}, loss {after.loss:.4f}; predicted {after.predicted}.</p></div>"
         + _figure(
             plots.before_after_figure(before.logits, after.logits, label),
             "before-after",
@@ -332,10 +347,11 @@ def build_report(
         "<h2>7. Where the remaining loss lives</h2>"
         f"<p>The mean loss is {e.loss:.4f}, but it is not spread evenly: the worst "
         f"{100 * e.worst_fraction:g}% of samples ({e.worst_count} of {e.size}) carry "
-        f"{n('worst-share', worst, f'{100 * worst:.1f}%', json_path='worst.share')} of the total. "
-        "A confident mistake costs a lot: p(true) = 0.001 is a loss of 6.9, a hundred correct "
-        f"answers at p = 0.93. The model made "
-        f"{n('errors', errors, str(errors), json_path='errors')} "
+        f"{n('worst-share', worst, '.1%', json_key='worst.share')} of the total. "
+        f"A confident mistake is expensive: p(true) = 0.001 costs -ln 0.001 = "
+        f"{-math.log(0.001):.2f} nats, as much as {math.log(0.001) / math.log(0.99):.0f} correct "
+        "answers at p = 0.99 (0.01 nats each). The model made "
+        f"{n('errors', errors, '.0f', json_key='errors')} "
         "mistakes.</p>"
         + _figure(
             plots.loss_concentration_figure(e.losses, worst_fraction=e.worst_fraction),
@@ -371,8 +387,8 @@ def build_report(
         "<p>Cross-entropy rewards honest probabilities. Among the predictions made with "
         "confidence about 0.9, about 90% should be right. The expected calibration error "
         f"averages the gap over {len(bins.count)} confidence bins: ECE = "
-        f"{n('ece-again', bins.ece, '.4f', json='calibration.ece')}, and the "
-        f"largest gap is MCE = {n('mce', bins.mce, '.4f', json='calibration.mce')}.</p>"
+        f"{n('ece-again', bins.ece, '.4f', json_key='calibration.ece')}, and the "
+        f"largest gap is MCE = {n('mce', bins.mce, '.4f', json_key='calibration.mce')}.</p>"
         + _figure(plots.reliability_figure(bins), "reliability", "reliability diagram")
     ]
     t = e.temperature
@@ -380,7 +396,7 @@ def build_report(
         calibration.append(
             "<p>Temperature scaling divides every logit by one number T, fitted to minimise the "
             f"loss on the {t.fit_size} validation samples: T = "
-            f"{n('temperature', t.temperature, '.4f', json='temperature.temperature')} "
+            f"{n('temperature', t.temperature, '.4f', json_key='temperature.temperature')} "
             f"({'softer' if t.temperature > 1 else 'sharper'} probabilities; the predictions "
             "do not change). On this split:</p>"
             + _table(
@@ -392,14 +408,12 @@ def build_report(
                         n(
                             "temperature-loss-after",
                             t.loss_after,
-                            f"{t.loss_after:.4f}",
-                            json_path="temperature.loss_after",
+                            json_key="temperature.loss_after",
                         ),
                         n(
                             "temperature-ece-after",
                             t.ece_after,
-                            f"{t.ece_after:.4f}",
-                            json_path="temperature.ece_after",
+                            json_key="temperature.ece_after",
                         ),
                     ],
                 ],

@@ -160,7 +160,9 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
     """Decode a JSON object; NaN/Infinity and non-objects are input errors."""
     try:
         value = json.loads(body, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except InputError:
+        raise
+    except (ValueError, RecursionError) as error:  # bad syntax or UTF-8, 5000-digit ints, nesting
         raise InputError(f'the body is not valid JSON ({error}); send {{"image": ...}}') from None
     if not isinstance(value, dict):
         raise InputError(f"the JSON body must be an object, got {type(value).__name__}")
@@ -510,11 +512,14 @@ def build_app(predictor: Predictor, *, max_body_bytes: int = MAX_BODY_BYTES) -> 
     async def predict(
         request: Request,
         target: int | None = Query(None, description="The 'true' class, for PNG bodies."),
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         body = await request.body()  # already size-checked by BodyLimitMiddleware
         # Decoding and the forward pass are CPU work: keep them off the event loop.
-        return await run_in_threadpool(predict_body, content_type, body, target)
+        answer = await run_in_threadpool(predict_body, content_type, body, target)
+        # Sent as built (response_model documents it): re-encoding 784 pixels through
+        # FastAPI's generic encoder would cost more than the model's forward pass.
+        return JSONResponse(answer)
 
     def predict_body(content_type: str, body: bytes, target: int | None) -> dict[str, Any]:
         if content_type == "image/png":

@@ -40,166 +40,37 @@ from logloss import checkpoint as ckpt
 from logloss.checkpoint import Normalization
 from logloss.devices import configure_threads, pick_device, synchronize
 from logloss.model import Architecture, DenseNet
+from logloss.train_config import (
+    LOSSES,
+    OPTIMIZERS,
+    PRESETS,
+    SCHEDULES,
+    TrainConfig,
+    check_choice,
+    parse_hidden,
+)
 
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("onecycle", "cosine", "constant")
-LOSSES = ("logloss", "torch", "fused")
+__all__ = [
+    "LOSSES",
+    "OPTIMIZERS",
+    "PRESETS",
+    "SCHEDULES",
+    "EpochRecord",
+    "Evaluation",
+    "History",
+    "Reporter",
+    "TrainConfig",
+    "augment",
+    "evaluate_model",
+    "load_splits",
+    "make_loss",
+    "make_optimizer",
+    "make_scheduler",
+    "parse_hidden",
+    "train",
+]
+
 EVAL_BATCH = 4096  # inference batch: big enough to be fast, small enough for any device
-
-
-# --- configuration ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every option of a training run; saved as JSON next to each checkpoint.
-
-    Defaults are the fast preset (>= 98% test accuracy on MNIST in seconds on a CPU); see
-    :data:`PRESETS` for ``best``.  Augmentation magnitudes are in degrees, a fraction of the size,
-    and pixels.
-    """
-
-    dataset: str = "mnist"
-    hidden: tuple[int, ...] = (256, 256)
-    epochs: int = 5
-    batch_size: int = 256
-    lr: float = 3e-3
-    optimizer: str = "adamw"
-    weight_decay: float = 0.01
-    momentum: float = 0.9
-    schedule: str = "onecycle"
-    label_smoothing: float = 0.0
-    dropout: float = 0.0
-    augment: bool = False
-    augment_rotation: float = 10.0
-    augment_scale: float = 0.1
-    augment_shift: float = 2.0
-    augment_elastic: float = 1.5
-    loss: str = "logloss"
-    validation_size: int = 5000
-    target_accuracy: float | None = None
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        hidden = self.hidden
-        if isinstance(hidden, str):
-            hidden = parse_hidden(hidden)
-        object.__setattr__(self, "hidden", tuple(int(h) for h in hidden))
-        _check_int("epochs", self.epochs, 1)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("validation_size", self.validation_size, 1)
-        _check_int("seed", self.seed, 0)
-        if not self.hidden or any(h < 1 for h in self.hidden):
-            raise ValueError(f"hidden must be one or more positive widths, got {self.hidden}")
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_choice("schedule", self.schedule, SCHEDULES)
-        _check_choice("loss", self.loss, LOSSES)
-        _check_range("lr", self.lr, 0.0, math.inf, low_open=True)
-        _check_range("weight_decay", self.weight_decay, 0.0, math.inf)
-        _check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
-        _check_range("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
-        _check_range("dropout", self.dropout, 0.0, 1.0, high_open=True)
-        _check_range("augment_rotation", self.augment_rotation, 0.0, 180.0)
-        _check_range("augment_scale", self.augment_scale, 0.0, 1.0, high_open=True)
-        _check_range("augment_shift", self.augment_shift, 0.0, math.inf)
-        _check_range("augment_elastic", self.augment_elastic, 0.0, math.inf)
-        if not isinstance(self.augment, bool):
-            raise ValueError(f"augment must be true or false, got {self.augment!r}")
-        if self.target_accuracy is not None:
-            _check_range("target_accuracy", self.target_accuracy, 0.0, 1.0, low_open=True)
-        if not isinstance(self.dataset, str) or not isinstance(self.device, str):
-            raise ValueError("dataset and device must be strings")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready options (``hidden`` as a list)."""
-        data = dataclasses.asdict(self)
-        data["hidden"] = list(self.hidden)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        """Options from a dict (e.g. ``checkpoint.json``); an unknown key is a ``ValueError``."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown training option(s) {unknown}; known options: {', '.join(sorted(known))}"
-            )
-        return cls(**data)
-
-    @classmethod
-    def preset(cls, name: str = "default", **overrides: Any) -> TrainConfig:
-        """A named preset (see :data:`PRESETS`) with some options changed.
-
-        >>> TrainConfig.preset("best").augment
-        True
-        """
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
-        return cls.from_dict({**PRESETS[name], **overrides})
-
-    def architecture(self, input_shape: tuple[int, ...], num_classes: int) -> Architecture:
-        """The network these options describe, for data of ``input_shape`` and classes."""
-        return Architecture(input_shape, self.hidden, num_classes, self.dropout)
-
-
-# "best": augmentation (random rotation, scale, shift and an elastic distortion, drawn per
-# sample on the device), dropout, a wider network and a longer schedule.
-PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "best": {
-        "hidden": (1024, 1024),
-        "epochs": 30,
-        "lr": 1e-3,
-        "dropout": 0.2,
-        "augment": True,
-    },
-}
-
-
-def parse_hidden(text: str) -> tuple[int, ...]:
-    """``"1024,1024"`` -> ``(1024, 1024)``.
-
-    >>> parse_hidden("256, 128")
-    (256, 128)
-    """
-    try:
-        widths = tuple(int(part) for part in str(text).split(",") if part.strip())
-    except ValueError:
-        raise ValueError(
-            f"hidden must be comma-separated layer widths such as 256,256; got {text!r}"
-        ) from None
-    if not widths:
-        raise ValueError(f"hidden needs at least one layer width, got {text!r}")
-    return widths
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-
-
-def _check_range(
-    name: str,
-    value: Any,
-    low: float,
-    high: float,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low)
-    ok = ok and (value < high if high_open else value <= high)
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -331,7 +202,7 @@ def make_loss(name: str, label_smoothing: float = 0.0) -> LossFunction:
     ``torch.nn.functional.cross_entropy``; ``fused``: :func:`logloss.fused.cross_entropy`.
     All three compute ``mean(logsumexp(z) - z[y])`` (with label smoothing if asked).
     """
-    _check_choice("loss", name, LOSSES)
+    check_choice("loss", name, LOSSES)
     if name == "torch":
         function = F.cross_entropy
     elif name == "logloss":
@@ -381,8 +252,9 @@ def evaluate_model(
 
     >>> model = nn.Linear(2, 2, bias=False)
     >>> _ = model.weight.data.copy_(torch.eye(2))
-    >>> evaluate_model(model, torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([0, 1]))
-    Evaluation(accuracy=0.5, loss=0.8132616875182228)
+    >>> accuracy, loss = evaluate_model(model, torch.eye(2)[[0, 0]], torch.tensor([0, 1]))
+    >>> accuracy, round(loss, 6)  # (ln(1 + e^-1) + ln(1 + e)) / 2
+    (0.5, 0.813262)
     """
     if len(inputs) != len(labels) or len(labels) == 0:
         raise ValueError(
@@ -567,8 +439,10 @@ def _sample_image(splits: Splits, index: int = 0) -> np.ndarray:
     """The sample's uint8 pixels, undoing the normalisation (for display)."""
     n = splits.normalization
     x = splits.val_x[index].cpu().double() * n.std + n.mean
-    return np.clip(np.round(x.numpy() * n.divide_by), 0, 255).astype(np.uint8).reshape(
-        splits.input_shape
+    return (
+        np.clip(np.round(x.numpy() * n.divide_by), 0, 255)
+        .astype(np.uint8)
+        .reshape(splits.input_shape)
     )
 
 
@@ -642,8 +516,8 @@ def train(
         status = ckpt.read_metadata(out_dir).get("status")
         if status in ("finished", "target_reached"):
             raise ValueError(
-                f"the run in {out_dir} has already {status.replace('_', ' ')}: nothing to "
-                "resume; start a new run with another --out folder"
+                f"the run in {out_dir} is complete (status: {status}): nothing to resume; "
+                "start a new run with another --out folder"
             )
         saved_state = ckpt.load_state(out_dir / ckpt.RESUME_FILE)
         _check_resumable(saved_state["config"], config, out_dir)
@@ -661,7 +535,9 @@ def train(
 
     # Model, optimiser, schedule, loss, random generators.
     torch.manual_seed(config.seed)
-    architecture = config.architecture(splits.input_shape, len(splits.classes))
+    architecture = Architecture(
+        splits.input_shape, config.hidden, len(splits.classes), config.dropout
+    )
     model = DenseNet(architecture).to(device)
     optimizer = make_optimizer(config, model)
     scheduler = make_scheduler(config, optimizer, config.epochs * steps_per_epoch)
@@ -688,11 +564,7 @@ def train(
     # Where to start: fresh, or exactly where the saved run stopped.
     start_epoch, first_step, permutation, running = 0, 0, None, None
     best_accuracy, elapsed = -1.0, 0.0
-    if saved_state is None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.save_weights(out_dir / ckpt.WEIGHT_FILES["initial"], model, info)
-        ckpt.write_metadata(out_dir, metadata)
-    else:
+    if saved_state is not None:
         model.load_state_dict(saved_state["model"])
         optimizer.load_state_dict(saved_state["optimizer"])
         if scheduler is not None:
@@ -753,6 +625,12 @@ def train(
                 "records": [dataclasses.asdict(r) for r in history.records],
             },
         )
+
+    if saved_state is None:  # a fresh run: keep the untrained weights, and be resumable at once
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.save_weights(out_dir / ckpt.WEIGHT_FILES["initial"], model, info)
+        save_resume_state(0, 0, None, None)
+        ckpt.write_metadata(out_dir, metadata)
 
     def finish(status: str) -> History:
         history.status = status
@@ -857,7 +735,7 @@ def train(
             reached = config.target_accuracy is not None
             if reached and validation.accuracy >= config.target_accuracy:
                 return _final(model, splits, history, "target_reached", finish, reporter)
-            if stopping and epoch + 1 < config.epochs:
+            if (stopping or stop) and epoch + 1 < config.epochs:
                 return finish("interrupted")
 
     return _final(model, splits, history, "finished", finish, reporter)

@@ -63,13 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.handler(args) or 0)
-    except (CLIError, ValueError) as error:
-        print(f"logloss: error: {error}", file=sys.stderr)
-        return 2
     except BrokenPipeError:
         # The reader went away (``logloss ... | head``): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except (CLIError, ValueError, OSError) as error:
+        # OSError: an unreadable or missing file named on the command line.
+        print(f"logloss: error: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("logloss: interrupted", file=sys.stderr)
         return 130

@@ -100,7 +100,7 @@ def register(subparsers: Any) -> None:
     show = commands.add_parser(
         "show",
         help="print one image as text art with its label (and write it as PNG)",
-        description="Print image number INDEX of a split as text art and its label; --png "
+        description="Print image number I of a split as text art and its label; --png "
         "writes the image as a grayscale PNG.",
     )
     _add_name(show)

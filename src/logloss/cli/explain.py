@@ -101,7 +101,7 @@ def register(subparsers: Any) -> None:
         "cross-entropy (nats) and perplexity, Brier score, the ln C baseline, per-class "
         "accuracy and loss, the confusion matrix, calibration (ECE, MCE, temperature scaling "
         "fitted on the validation split), the hardest samples, the most confident mistakes and "
-        "the share of the loss carried by the worst 1%% of samples.",
+        "the share of the loss carried by the worst 1% of samples.",
     )
     _add_checkpoint(evaluate)
     _add_which(evaluate)
@@ -190,6 +190,14 @@ def _print_json(payload: Any) -> None:
     print(json.dumps(json_ready(payload), indent=2, allow_nan=False))
 
 
+def _writing(flag: str, path: Path, write: Any) -> Any:
+    """Call ``write()``; an OS error (no such folder, no permission) becomes a one-line error."""
+    try:
+        return write()
+    except OSError as error:
+        raise CLIError(f"cannot write {flag} {path}: {error.strerror or error}") from None
+
+
 def _check_positive(value: int, flag: str, minimum: int) -> None:
     if value < minimum:
         raise CLIError(f"{flag} must be at least {minimum}, got {value}")
@@ -204,14 +212,16 @@ def run_explain(args: argparse.Namespace) -> int:
 
     checkpoint = _load(args.checkpoint, args.which)
     image, label = _sample(checkpoint, args.split, args.index, args.data_dir)
-    labels = checkpoint.classes
+    # Class names only when they say more than the index (fashion-mnist's "sneaker", not "7").
+    names = checkpoint.classes
+    labels = None if names == [str(k) for k in range(len(names))] else names
     trained = explain(checkpoint.logits(image[None])[0], label, labels=labels)
     untrained = None
     if args.untrained:
         initial = _load(args.checkpoint, "initial")
         untrained = explain(initial.logits(image[None])[0], label, labels=labels)
     if args.png is not None:
-        save_png(args.png, image, scale=8)
+        _writing("--png", args.png, lambda: save_png(args.png, image, scale=8))
 
     where = f"{checkpoint.config.dataset} {args.split}[{args.index}]"
     if args.json:
@@ -230,7 +240,7 @@ def run_explain(args: argparse.Namespace) -> int:
         )
         return 0
     print(image_to_text(image))
-    print(f"{where}, true class {labels[label]}; {args.which} weights of {args.checkpoint}")
+    print(f"{where}, true class {names[label]}; {args.which} weights of {args.checkpoint}")
     print()
     if untrained is None:
         print(trained.render())
@@ -247,10 +257,11 @@ def before_after_text(before: Any, after: Any, *, width: int = 24) -> str:
 
     left = render_bars(before.probabilities, before.labels, width).splitlines()
     right = render_bars(after.probabilities, after.labels, width).splitlines()
-    column = max(len(line) for line in left) + 4
+    heading = "untrained (initial weights)"
+    column = max(len(heading), *(len(line) for line in left)) + 4
     y = after.target
     rows = [
-        f"{'untrained (initial weights)':<{column}}trained",
+        f"{heading:<{column}}trained",
         *(f"{a:<{column}}{b}" for a, b in zip(left, right, strict=True)),
         "",
         f"{'':<24}{'untrained':>12}{'trained':>12}",
@@ -280,7 +291,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         n_bins=args.bins,
         top_k=args.top,
     )
-    written = write_figures(result, args.figures) if args.figures is not None else []
+    written = []
+    if args.figures is not None:
+        written = _writing("--figures", args.figures, lambda: write_figures(result, args.figures))
     if args.json:
         payload = result.to_dict()
         payload["figures"] = [str(p) for p in written]
@@ -431,6 +444,6 @@ def run_report(args: argparse.Namespace) -> int:
     report = build_report(
         args.checkpoint, split=args.split, index=args.index, data_dir=args.data_dir
     )
-    write_report(args.out, report.html)
+    _writing("--out", args.out, lambda: write_report(args.out, report.html))
     print(f"wrote {args.out} ({len(report.html) / 1024:.0f} KiB) in {report.seconds:.2f} s")
     return 0

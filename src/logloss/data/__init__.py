@@ -7,10 +7,12 @@ Public names (one module per idea):
 - :mod:`~logloss.data.locations`: ``resolve_data_dir``, ``find_dataset``, ``user_cache_dir``.
 - :mod:`~logloss.data.download`: ``download_dataset``, ``fetch_file``, ``sha256_file``.
 - :mod:`~logloss.data.registry`: ``DATASETS`` (what each dataset is) and ``MIRRORS``.
+- ``atomic_write(path)``: a context manager for writing a file all at once or not at all.
 """
 
 from __future__ import annotations
 
+from logloss.data._atomic import atomic_write
 from logloss.data.datasets import load_dataset, split_train_validation
 from logloss.data.download import download_dataset, fetch_file, sha256_file
 from logloss.data.errors import (
@@ -42,6 +44,7 @@ __all__ = [
     "DownloadError",
     "FileInfo",
     "IDXFormatError",
+    "atomic_write",
     "download_dataset",
     "fetch_file",
     "find_dataset",

@@ -73,10 +73,18 @@ def _not_found(
     info = get_dataset(name)
     wanted = " and ".join(f.name for f in info.files[split])
     lines = [f"dataset {name!r} ({split} split) not found: looked for {wanted} in"]
+    misplaced = []
     for location in search_path(data_dir):
         place = f"{location.root / name} (missing)" if location.root else "(not set)"
         lines.append(f"  {location.source}: {place}")
+        if location.root and (location.root / info.files[split][0].name).is_file():
+            misplaced.append(location.root)
     lines.append(reason)
+    for root in misplaced:  # a common slip: naming the dataset's own folder
+        lines.append(
+            f"{root} itself holds the files: name the folder above it ({root.parent}), "
+            f"which must contain {name}/."
+        )
     lines.append(
         f"To use local files, put the original .gz files in DIR/{name}/ and pass --data-dir DIR "
         f"(data_dir=DIR in Python) or set {ENV_VAR}=DIR; to download them when online, run "

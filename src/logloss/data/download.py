@@ -13,13 +13,17 @@ import http.client
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from logloss.data._atomic import atomic_write
 from logloss.data.errors import ChecksumError, DownloadError
 from logloss.data.locations import download_root
 from logloss.data.registry import MIRRORS, SPLITS, FileInfo, get_dataset
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 __all__ = ["download_dataset", "fetch_file", "sha256_file"]
 
@@ -51,7 +55,9 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _stream(url: str, file: FileInfo, target: Path, timeout: float, advance) -> None:
+def _stream(
+    url: str, file: FileInfo, target: Path, timeout: float, advance: Callable[[int], None]
+) -> None:
     """Fetch ``url`` into ``target`` atomically; raise ``_Rejected`` if the bytes are wrong."""
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     digest = hashlib.sha256()
@@ -82,7 +88,7 @@ def fetch_file(
     folder: str | os.PathLike[str],
     mirrors: Sequence[str],
     *,
-    progress=None,
+    progress: Progress | None = None,
     timeout: float = 30.0,
 ) -> Path:
     """Download ``file`` into ``folder`` from the first mirror that delivers verified bytes.
@@ -105,7 +111,10 @@ def fetch_file(
     folder = Path(folder)
     # Folders this call creates (deepest first), removed again if nothing gets downloaded.
     created = [p for p in (folder, *folder.parents) if not p.exists()]
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DownloadError(f"cannot create the folder {folder} for {file.name}: {error}") from None
     target = folder / file.name
     failures: list[str] = []
     mismatched = False  # whether some mirror served bytes with the wrong checksum

@@ -38,7 +38,8 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _MAX_DIM = 2**32 - 1
 # Deflate expands at most ~1032:1; a larger size claimed by a gzip trailer is a lie, not a hint.
 _MAX_DEFLATE_RATIO = 1032
-_CHUNK = 1 << 18  # decompress in 256 KiB pieces, small enough to stay in cache while copied
+_CHUNK_IN = 1 << 16  # compressed bytes fed to zlib per call
+_CHUNK_OUT = 1 << 18  # decompressed bytes per call: small enough to stay in cache while copied
 
 
 def _supported() -> str:
@@ -50,8 +51,8 @@ def _supported() -> str:
 def decompress_gzip(compressed: bytes | bytearray | memoryview, *, source: str) -> bytearray:
     """Decompress gzip data (one or more members) into one writable buffer, checking each CRC.
 
-    The size recorded in the gzip trailer pre-sizes the buffer, so the output is written once
-    in cache-sized pieces instead of being joined from a list of copies.
+    The size recorded in the gzip trailer pre-sizes the buffer, and both input and output move in
+    cache-sized pieces, so the result is written once instead of being joined from copies.
 
     Args:
         compressed: the bytes of a ``.gz`` file.
@@ -66,34 +67,41 @@ def decompress_gzip(compressed: bytes | bytearray | memoryview, *, source: str) 
     >>> bytes(decompress_gzip(gzip.compress(b"idx"), source="x.gz"))
     b'idx'
     """
-    view = memoryview(compressed)
+    view = memoryview(compressed).cast("B")
     hint = int.from_bytes(view[-4:], "little") if len(view) >= 4 else 0
     out = bytearray(min(hint, _MAX_DEFLATE_RATIO * len(view)))
     filled = 0
+    member = 0  # offset of the current gzip member in ``view``
     try:
-        while True:  # one iteration per gzip member
+        while True:
             decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-            pending: bytes | memoryview = view
+            fed = member
             while not decompressor.eof:
-                chunk = decompressor.decompress(pending, _CHUNK)
-                if filled + len(chunk) > len(out):
-                    out.extend(bytes(filled + len(chunk) - len(out)))
-                out[filled : filled + len(chunk)] = chunk
-                filled += len(chunk)
-                pending = decompressor.unconsumed_tail
-                if not chunk and not pending:
+                if fed >= len(view):
                     raise IDXFormatError(
                         f"{source}: gzip data ends early (the file is truncated); "
                         "delete it and download it again"
                     )
-            rest = decompressor.unused_data.lstrip(b"\x00")  # gzip allows zero padding
-            if not rest:
+                # Feed small input pieces: zlib copies the unconsumed rest of its input each call.
+                pending: bytes | memoryview = view[fed : fed + _CHUNK_IN]
+                fed += len(pending)
+                while pending and not decompressor.eof:
+                    chunk = decompressor.decompress(pending, _CHUNK_OUT)
+                    if filled + len(chunk) > len(out):
+                        out.extend(bytes(filled + len(chunk) - len(out)))
+                    out[filled : filled + len(chunk)] = chunk
+                    filled += len(chunk)
+                    pending = decompressor.unconsumed_tail
+            member = fed - len(decompressor.unused_data)
+            rest = bytes(view[member:])
+            padding = len(rest) - len(rest.lstrip(b"\x00"))  # gzip allows zero padding
+            if padding == len(rest):
                 break
-            if not rest.startswith(_GZIP_MAGIC):
+            if not rest.startswith(_GZIP_MAGIC, padding):
                 raise IDXFormatError(
                     f"{source}: {len(rest)} bytes of non-gzip data follow the compressed data"
                 )
-            view = memoryview(rest)
+            member += padding
     except zlib.error as error:
         raise IDXFormatError(
             f"{source}: gzip data is corrupt ({error}); delete the file and download it again"

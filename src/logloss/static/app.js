@@ -218,6 +218,15 @@ function setUpPad(breakdown) {
   }
 
   // pad.dataset.pending: "true" while the shown prediction may lag behind the drawing.
+  function dot(at) {
+    // A zero-length stroke draws nothing in some browsers: a tap is a filled disc.
+    context.fillStyle = "#000";
+    context.beginPath();
+    context.arc(at.x, at.y, INK_WIDTH / 2, 0, 2 * Math.PI);
+    context.fill();
+    hasInk = true;
+  }
+
   async function predict() {
     if (!hasInk) return;
     pad.dataset.pending = "true";
@@ -254,7 +263,7 @@ function setUpPad(breakdown) {
     event.preventDefault();
     pad.setPointerCapture(event.pointerId);
     last = point(event);
-    stroke(last, last);
+    dot(last);
     predict();
   });
   pad.addEventListener("pointermove", (event) => {

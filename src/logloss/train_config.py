@@ -1,0 +1,170 @@
+"""Every option of a training run, in one typed dataclass (no torch needed to read it).
+
+``TrainConfig`` is saved as JSON next to every checkpoint and read back with
+``TrainConfig.from_dict``, which refuses unknown options.  ``PRESETS`` names whole sets of
+options: ``default`` (fast: about 98% on MNIST in seconds on a CPU) and ``best`` (about 99.2%
+in minutes).  Kept free of torch so that ``logloss --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("onecycle", "cosine", "constant")
+LOSSES = ("logloss", "torch", "fused")
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of a training run; saved as JSON next to each checkpoint.
+
+    Defaults are the fast preset (>= 98% test accuracy on MNIST in seconds on a CPU); see
+    :data:`PRESETS` for ``best``.  Augmentation magnitudes are in degrees, a fraction of the size,
+    and pixels.
+    """
+
+    dataset: str = "mnist"
+    hidden: tuple[int, ...] = (256, 256)
+    epochs: int = 5
+    batch_size: int = 256
+    lr: float = 3e-3
+    optimizer: str = "adamw"
+    weight_decay: float = 0.01
+    momentum: float = 0.9
+    schedule: str = "onecycle"
+    label_smoothing: float = 0.0
+    dropout: float = 0.0
+    augment: bool = False
+    augment_rotation: float = 10.0
+    augment_scale: float = 0.1
+    augment_shift: float = 2.0
+    augment_elastic: float = 1.5
+    loss: str = "logloss"
+    validation_size: int = 5000
+    target_accuracy: float | None = None
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        hidden = self.hidden
+        if isinstance(hidden, str):
+            hidden = parse_hidden(hidden)
+        object.__setattr__(self, "hidden", tuple(int(h) for h in hidden))
+        _check_int("epochs", self.epochs, 1)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_int("validation_size", self.validation_size, 1)
+        _check_int("seed", self.seed, 0)
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise ValueError(f"hidden must be one or more positive widths, got {self.hidden}")
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("loss", self.loss, LOSSES)
+        _check_range("lr", self.lr, 0.0, math.inf, low_open=True)
+        _check_range("weight_decay", self.weight_decay, 0.0, math.inf)
+        _check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        _check_range("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
+        _check_range("dropout", self.dropout, 0.0, 1.0, high_open=True)
+        _check_range("augment_rotation", self.augment_rotation, 0.0, 180.0)
+        _check_range("augment_scale", self.augment_scale, 0.0, 1.0, high_open=True)
+        _check_range("augment_shift", self.augment_shift, 0.0, math.inf)
+        _check_range("augment_elastic", self.augment_elastic, 0.0, math.inf)
+        if not isinstance(self.augment, bool):
+            raise ValueError(f"augment must be true or false, got {self.augment!r}")
+        if self.target_accuracy is not None:
+            _check_range("target_accuracy", self.target_accuracy, 0.0, 1.0, low_open=True)
+        if not isinstance(self.dataset, str) or not isinstance(self.device, str):
+            raise ValueError("dataset and device must be strings")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready options (``hidden`` as a list)."""
+        data = dataclasses.asdict(self)
+        data["hidden"] = list(self.hidden)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Options from a dict (e.g. ``checkpoint.json``); an unknown key is a ``ValueError``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown training option(s) {unknown}; known options: {', '.join(sorted(known))}"
+            )
+        return cls(**data)
+
+    @classmethod
+    def preset(cls, name: str = "default", **overrides: Any) -> TrainConfig:
+        """A named preset (see :data:`PRESETS`) with some options changed.
+
+        >>> TrainConfig.preset("best").augment
+        True
+        """
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+        return cls.from_dict({**PRESETS[name], **overrides})
+
+
+# "best": augmentation (random rotation, scale, shift and an elastic distortion, drawn per
+# sample on the device), dropout, a wider network and a longer schedule.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "best": {
+        "hidden": (1024, 1024),
+        "epochs": 30,
+        "lr": 1e-3,
+        "dropout": 0.2,
+        "augment": True,
+    },
+}
+
+
+def parse_hidden(text: str) -> tuple[int, ...]:
+    """``"1024,1024"`` -> ``(1024, 1024)``.
+
+    >>> parse_hidden("256, 128")
+    (256, 128)
+    """
+    try:
+        widths = tuple(int(part) for part in str(text).split(",") if part.strip())
+    except ValueError:
+        raise ValueError(
+            f"hidden must be comma-separated layer widths such as 256,256; got {text!r}"
+        ) from None
+    if not widths:
+        raise ValueError(f"hidden needs at least one layer width, got {text!r}")
+    return widths
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_range(
+    name: str,
+    value: Any,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low)
+    ok = ok and (value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")

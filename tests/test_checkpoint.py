@@ -1,0 +1,219 @@
+"""Checkpoints: exact round trips, atomic writes, clear errors, and `logloss predict`."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from logloss import checkpoint as ckpt
+from logloss.model import make_model
+from logloss.training import TrainConfig, train
+
+SOURCES = Path(__file__).resolve().parents[1] / "src" / "logloss"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data_dir):
+    """A tiny trained run (64 hidden units, 5,000 samples, one epoch): about 90% accurate."""
+    out = tmp_path_factory.mktemp("run") / "mnist"
+    config = TrainConfig(hidden=(64,), epochs=1, validation_size=55_000, device="cpu")
+    history = train(config, out_dir=out, data_dir=data_dir)
+    return out, history
+
+
+@pytest.fixture(scope="module")
+def test_set(data_dir):
+    from logloss.data import load_dataset
+
+    return load_dataset("mnist", "test", data_dir=data_dir)
+
+
+# --- states -----------------------------------------------------------------------------------
+
+
+def test_optimizer_state_round_trips_exactly(tmp_path):
+    torch.manual_seed(0)
+    model = make_model((8,))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95))
+    for _ in range(2):
+        model(torch.randn(4, 28, 28)).square().mean().backward()
+        optimizer.step()
+    state = {"optimizer": optimizer.state_dict(), "nan": math.nan, "nested": [(1, "a"), None]}
+    ckpt.save_state(tmp_path / "state.safetensors", state)
+    loaded = ckpt.load_state(tmp_path / "state.safetensors")
+
+    original = state["optimizer"]
+    again = loaded["optimizer"]
+    assert again["param_groups"] == original["param_groups"]  # betas stay a tuple
+    assert again["state"].keys() == original["state"].keys()  # int keys stay int
+    for index, values in original["state"].items():
+        for name, tensor in values.items():
+            assert torch.equal(again["state"][index][name], tensor)
+    assert math.isnan(loaded["nan"])
+    assert loaded["nested"] == [(1, "a"), None]
+
+    fresh = torch.optim.AdamW(make_model((8,)).parameters())
+    fresh.load_state_dict(again)  # torch accepts it as its own
+
+
+def test_weights_round_trip_exactly(tmp_path):
+    model = make_model((16, 8), dropout=0.5)
+    ckpt.save_weights(tmp_path / "w.safetensors", model, {"architecture": {"hidden": [16, 8]}})
+    weights, info = ckpt.load_weights(tmp_path / "w.safetensors")
+    assert info == {"architecture": {"hidden": [16, 8]}}
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(weights[name], tensor)
+
+
+def test_unsupported_values_are_refused():
+    with pytest.raises(TypeError, match=r"cannot store set at 'x'"):
+        ckpt.split_tensors({"x": {1, 2}})
+
+
+def test_writes_are_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "file.json"
+    ckpt.atomic_write_text(path, "old")
+
+    def fail(source, target):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.atomic_write_text(path, "new")
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.json"]  # no temporary left
+
+
+def test_unreadable_files_are_clear_errors(tmp_path):
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x80\x04not safetensors at all")
+    with pytest.raises(ValueError, match="is not a readable safetensors checkpoint"):
+        ckpt.load_state(garbage)
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, foreign)
+    with pytest.raises(ValueError, match="was not written by logloss"):
+        ckpt.load_state(foreign)
+    with pytest.raises(ValueError, match="not a logloss checkpoint directory"):
+        ckpt.load_checkpoint(tmp_path)
+
+
+def test_nothing_is_unpickled():
+    for path in SOURCES.rglob("*.py"):
+        text = path.read_text()
+        assert "torch.load(" not in text, path
+        assert "import pickle" not in text, path
+
+
+# --- load_checkpoint --------------------------------------------------------------------------
+
+
+def test_loaded_checkpoint_reproduces_the_training_metrics(run, test_set):
+    out, history = run
+    images, labels = test_set
+    checkpoint = ckpt.load_checkpoint(out, which="best")
+    assert not checkpoint.model.training
+    assert checkpoint.config == history.config
+    assert checkpoint.classes == list("0123456789")
+    logits = checkpoint.logits(images, batch_size=3000)  # uneven batches
+    assert logits.shape == (10_000, 10)
+    assert logits.dtype == np.float32
+    accuracy = float((logits.argmax(1) == labels).mean())
+    assert accuracy == history.test["best_accuracy"]
+    # Independent normalisation, in float64: (pixel / 255 - mean) / std.
+    norm = checkpoint.metadata["normalization"]
+    x = (images[:50].reshape(50, -1) / 255.0 - norm["mean"]) / norm["std"]
+    with torch.no_grad():
+        reference = checkpoint.model.double()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(logits[:50], reference, rtol=1e-4, atol=1e-4)
+
+
+def test_initial_weights_differ_from_trained_ones(run):
+    out, _ = run
+    initial = ckpt.load_checkpoint(out, which="initial").model.state_dict()
+    last = ckpt.load_checkpoint(out, which="last").model.state_dict()
+    assert not torch.equal(initial["layers.1.weight"], last["layers.1.weight"])
+
+
+def test_architecture_mismatch_is_a_clear_error(run, tmp_path):
+    out, _ = run
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("checkpoint.json", "best.safetensors"):
+        (broken / name).write_bytes((out / name).read_bytes())
+    metadata = json.loads((broken / "checkpoint.json").read_text())
+    metadata["architecture"]["hidden"] = [128]
+    (broken / "checkpoint.json").write_text(json.dumps(metadata))
+    with pytest.raises(ValueError, match="the folder mixes two runs"):
+        ckpt.load_checkpoint(broken)
+    with pytest.raises(ValueError, match="run has no 'last' weights yet"):
+        ckpt.load_checkpoint(broken, which="last")
+    with pytest.raises(ValueError, match="which must be one of"):
+        ckpt.load_checkpoint(out, which="final")
+
+
+def test_logits_reject_wrong_image_shapes(run):
+    checkpoint = ckpt.load_checkpoint(run[0])
+    with pytest.raises(ValueError, match=r"images must have shape \(N, 28, 28\)"):
+        checkpoint.logits(np.zeros((2, 8, 8), dtype=np.uint8))
+
+
+# --- logloss predict --------------------------------------------------------------------------
+
+
+def _paper_picture(digit: np.ndarray) -> Image.Image:
+    """An MNIST digit as a user might draw it: dark ink on white paper, 4x larger, off-centre."""
+    paper = np.full((140, 120), 255, dtype=np.uint8)
+    big = np.asarray(Image.fromarray(255 - digit).resize((112, 112), Image.Resampling.BILINEAR))
+    paper[20:132, 4:116] = big
+    return Image.fromarray(paper)
+
+
+def test_predict_reads_png_and_jpeg(run, test_set, tmp_path, capsys):
+    from logloss.cli import main
+
+    out, _ = run
+    images, labels = test_set
+    checkpoint = ckpt.load_checkpoint(out)
+    direct = checkpoint.logits(images[:40]).argmax(1)
+    chosen = [i for i in range(40) if direct[i] == labels[i]][:10]  # digits it gets right
+    paths = []
+    for i in chosen:
+        for suffix in (".png", ".jpg"):
+            path = tmp_path / f"digit{i}{suffix}"
+            _paper_picture(images[i]).save(path)
+            paths.append(path)
+    assert main(["predict", "--checkpoint", str(out), "--json", *map(str, paths)]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["file"] for r in results] == [str(p) for p in paths]
+    for result in results:
+        assert sum(result["probabilities"]) == pytest.approx(1.0, abs=1e-9)
+        assert result["predicted"] == int(np.argmax(result["logits"]))
+    expected = [int(labels[i]) for i in chosen for _ in (".png", ".jpg")]
+    agree = sum(r["predicted"] == e for r, e in zip(results, expected, strict=True))
+    assert agree >= 0.8 * len(paths)
+
+    assert main(["predict", "--checkpoint", str(out), str(paths[0])]) == 0
+    text = capsys.readouterr().out
+    assert f"{paths[0]}: {results[0]['label']} (p = " in text
+    assert "<- predicted" in text
+
+
+def test_predict_rejects_non_images(run, tmp_path, capsys):
+    from logloss.cli import main
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    assert main(["predict", "--checkpoint", str(run[0]), str(notes)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("logloss: error: ")
+    assert "is not an image that Pillow can read" in error
+    assert main(["predict", "--checkpoint", str(tmp_path), str(notes)]) == 2
+    assert "not a logloss checkpoint directory" in capsys.readouterr().err

@@ -1,0 +1,450 @@
+"""logloss.fused against torch.nn.functional.cross_entropy (the independent reference).
+
+Values and gradients are compared with PyTorch in float64 (tolerance set by the input dtype),
+for the compiled C kernel (float32/float16/bfloat16 on CPU) and for the pure-torch path
+(float64, or forced with LOGLOSS_FUSED_BACKEND=torch).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from logloss import fused
+
+# relative tolerance per input dtype; absolute floor for gradients near zero
+RTOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}
+ATOL = {torch.float64: 1e-14, torch.float32: 1e-7, torch.bfloat16: 1e-2, torch.float16: 1e-3}
+
+
+def reference(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    grad_output: torch.Tensor | None = None,
+    **kwargs: object,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PyTorch's loss and d loss / d logits, computed in float64."""
+    z = logits.detach().double().requires_grad_()
+    loss = F.cross_entropy(z, target, **kwargs)
+    loss.backward(torch.ones_like(loss) if grad_output is None else grad_output.double())
+    return loss.detach(), z.grad
+
+
+def ours(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    grad_output: torch.Tensor | None = None,
+    **kwargs: object,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    z = logits.detach().clone().requires_grad_()
+    loss = fused.cross_entropy(z, target, **kwargs)
+    loss.backward(torch.ones_like(loss) if grad_output is None else grad_output.to(loss.dtype))
+    return loss.detach(), z.grad
+
+
+def assert_close(
+    actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, magnitude: float = 1.0
+) -> None:
+    """Equal within the dtype's tolerance; ``magnitude`` scales the absolute part, because a loss
+    like logsumexp(z) - z_y cancels terms as large as the largest logit."""
+    atol = ATOL[dtype] + RTOL[dtype] * magnitude
+    torch.testing.assert_close(
+        actual.double(), expected.double(), rtol=RTOL[dtype], atol=atol, equal_nan=True
+    )
+
+
+def largest(logits: torch.Tensor) -> float:
+    """The largest finite |logit| (at least 1): the scale of the loss's cancellation error."""
+    finite = logits[torch.isfinite(logits)].abs()
+    return max(1.0, float(finite.max())) if finite.numel() else 1.0
+
+
+@st.composite
+def cases(draw: st.DrawFn, max_rows: int = 6, max_classes: int = 40) -> dict:
+    n = draw(st.integers(0, max_rows))
+    c = draw(st.integers(1, max_classes))
+    scale = draw(st.sampled_from([1.0, 10.0, 1e4]))
+    seed = draw(st.integers(0, 2**31 - 1))
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, c, generator=gen, dtype=torch.float64) * scale
+    target = torch.randint(0, c, (n,), generator=gen)
+    ignore = draw(st.sampled_from([-100, 0, 3]))
+    for i in range(n):  # some rows ignored (possibly all)
+        if draw(st.booleans()):
+            target[i] = ignore
+    if ignore >= c:  # a valid target may not collide with an out-of-range ignore_index
+        target[(target != ignore) & (target >= c)] = 0
+    return {
+        "logits": logits,
+        "target": target,
+        "ignore_index": ignore,
+        "reduction": draw(st.sampled_from(["mean", "sum", "none"])),
+        "label_smoothing": draw(st.sampled_from([0.0, 0.1, 1.0])),
+    }
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@settings(max_examples=60, deadline=None)
+@given(case=cases())
+def test_matches_pytorch(case: dict, dtype: torch.dtype) -> None:
+    logits, target = case.pop("logits").to(dtype), case.pop("target")
+    go = torch.rand(logits.shape[0], dtype=torch.float64) if case["reduction"] == "none" else None
+    expected = reference(logits, target, go, **case)
+    actual = ours(logits, target, go, **case)
+    assert actual[0].dtype == dtype
+    assert_close(actual[0], expected[0], dtype, largest(logits))
+    assert_close(actual[1], expected[1], dtype)
+
+
+@settings(max_examples=25, deadline=None)
+@given(case=cases())
+def test_torch_backend_matches_pytorch(case: dict) -> None:
+    logits, target = case.pop("logits").float(), case.pop("target")
+    expected = reference(logits, target, **case)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LOGLOSS_FUSED_BACKEND", "torch")
+        actual = ours(logits, target, **case)
+    assert_close(actual[0], expected[0], torch.float32, largest(logits))
+    assert_close(actual[1], expected[1], torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_half_precision_accumulates_in_float32(dtype: torch.dtype, reduction: str) -> None:
+    gen = torch.Generator().manual_seed(0)
+    logits = (torch.randn(64, 3000, generator=gen) * 4).to(dtype)
+    target = torch.randint(0, 3000, (64,), generator=gen)
+    target[5] = -100
+    # reference: the same half-precision values, upcast, in float64
+    expected = reference(logits, target, reduction=reduction, label_smoothing=0.05)
+    actual = ours(logits, target, reduction=reduction, label_smoothing=0.05)
+    assert actual[0].dtype == dtype
+    assert actual[1].dtype == dtype
+    assert_close(actual[0], expected[0], dtype)
+    assert_close(actual[1], expected[1], dtype)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_all_ignored_matches_pytorch(reduction: str) -> None:
+    logits = torch.randn(4, 7)
+    target = torch.full((4,), -100)
+    expected = reference(logits, target, reduction=reduction, label_smoothing=0.2)
+    actual = ours(logits, target, reduction=reduction, label_smoothing=0.2)
+    if reduction == "mean":
+        assert torch.isnan(actual[0])  # 0 / 0, as PyTorch
+    assert_close(actual[0], expected[0], torch.float32)
+    assert_close(actual[1], expected[1], torch.float32)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.3])
+def test_extreme_and_infinite_logits(smoothing: float) -> None:
+    logits = torch.tensor(
+        [
+            [1e4, -1e4, 0.0, 5.0],
+            [-1e4, -1e4, -1e4, -1e4],
+            [float("-inf"), 2.0, float("-inf"), -3.0],
+            [3.0, float("-inf"), 1.0, 0.0],
+        ]
+    )
+    target = torch.tensor([1, 2, 1, 0])
+    for reduction in ("none", "sum"):
+        expected = reference(logits, target, reduction=reduction, label_smoothing=smoothing)
+        actual = ours(logits, target, reduction=reduction, label_smoothing=smoothing)
+        assert_close(actual[0], expected[0], torch.float32, largest(logits))
+        assert_close(actual[1], expected[1], torch.float32)
+    # row 0: loss = logsumexp - z_1 = 2e4 (hand-derived, no smoothing)
+    if smoothing == 0.0:
+        loss = fused.cross_entropy(logits, target, reduction="none")
+        assert loss[0].item() == pytest.approx(2e4, rel=1e-6)
+
+
+def test_huge_class_count_float32() -> None:
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 131072, generator=gen) * 3
+    target = torch.tensor([0, 131071, 65536])
+    expected = reference(logits, target, label_smoothing=0.1)
+    actual = ours(logits, target, label_smoothing=0.1)
+    assert_close(actual[0], expected[0], torch.float32)
+    assert_close(actual[1], expected[1], torch.float32)
+
+
+def test_matches_pytorch_float32_on_a_multithreaded_size() -> None:
+    # 512 x 2048: large enough that the kernel splits rows over threads
+    gen = torch.Generator().manual_seed(2)
+    logits = torch.randn(512, 2048, generator=gen) * 5
+    target = torch.randint(0, 2048, (512,), generator=gen)
+    target[::7] = -100
+    expected = reference(logits, target)
+    actual = ours(logits, target)
+    assert_close(actual[0], expected[0], torch.float32)
+    assert_close(actual[1], expected[1], torch.float32)
+
+
+def test_non_contiguous_logits() -> None:
+    logits = torch.randn(9, 5).t()  # (5, 9), column stride 5
+    target = torch.tensor([0, 8, 3, 3, -100])
+    expected = reference(logits, target)
+    actual = ours(logits, target)
+    assert_close(actual[0], expected[0], torch.float32)
+    assert_close(actual[1], expected[1], torch.float32)
+
+
+def test_gradcheck_float64() -> None:
+    z = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([1, -100, 5, 0])
+    for reduction in ("mean", "none"):
+        assert torch.autograd.gradcheck(
+            lambda x, r=reduction: fused.cross_entropy(x, target, reduction=r, label_smoothing=0.1),
+            (z,),
+        )
+
+
+def test_second_backward_recomputes() -> None:
+    z = torch.randn(5, 11, requires_grad=True)
+    target = torch.randint(0, 11, (5,))
+    loss = fused.cross_entropy(z, target)
+    loss.backward(retain_graph=True)
+    first = z.grad.clone()
+    loss.backward()
+    torch.testing.assert_close(z.grad, 2 * first)
+
+
+def test_inplace_backward_overwrites_logits_with_gradient() -> None:
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 50, generator=gen, requires_grad=True)
+    target = torch.randint(0, 50, (6,), generator=gen)
+    expected = reference(2 * x, target)
+    logits = 2 * x  # mul by a constant saves no tensor for its backward
+    loss = fused.cross_entropy(logits, target, inplace_backward=True)
+    assert_close(loss.detach(), expected[0], torch.float32)
+    assert_close(logits.detach(), expected[1], torch.float32)  # the logits now hold dL/dz
+    loss.backward()
+    assert_close(x.grad, 2 * expected[1], torch.float32)
+
+
+def test_inplace_backward_is_caught_when_logits_are_needed() -> None:
+    x = torch.randn(3, 8, requires_grad=True)
+    logits = x.exp()  # exp saves its output for backward
+    loss = fused.cross_entropy(logits, torch.tensor([0, 1, 2]), inplace_backward=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_no_grad_forward() -> None:
+    logits = torch.randn(4, 9, requires_grad=True)
+    target = torch.tensor([0, 1, 2, 8])
+    with torch.no_grad():
+        loss = fused.cross_entropy(logits, target)
+    assert not loss.requires_grad
+    assert_close(loss, reference(logits, target)[0], torch.float32)
+
+
+@pytest.mark.parametrize(
+    ("logits", "target", "kwargs", "message"),
+    [
+        (torch.randn(2, 3, 4), torch.zeros(2, dtype=torch.long), {}, r"2-D \(N, C\)"),
+        (torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, dtype=torch.long), {}, "floating"),
+        (torch.randn(2, 3), torch.zeros(3, dtype=torch.long), {}, r"shape \(2,\)"),
+        (torch.randn(2, 3), torch.zeros(2), {}, "integer class indices"),
+        (torch.randn(2, 3), torch.tensor([0, 3]), {}, "class index 3, outside"),
+        (torch.randn(2, 3), torch.tensor([0, -1]), {}, "class index -1"),
+        (torch.randn(2, 3), torch.tensor([0, 1]), {"reduction": "avg"}, "reduction must be"),
+        (torch.randn(2, 3), torch.tensor([0, 1]), {"label_smoothing": 1.5}, r"\[0, 1\]"),
+        (torch.randn(2, 0), torch.tensor([0, 1]), {}, "at least one class"),
+        (
+            torch.randn(2, 3).t(),
+            torch.tensor([0, 1, 1]),
+            {"inplace_backward": True},
+            "unit stride",
+        ),
+        ([[1.0, 2.0]], torch.tensor([0]), {}, "must be a torch.Tensor"),
+        (
+            torch.randn(2, 3),
+            torch.zeros(2, dtype=torch.long, device="meta"),
+            {},
+            "move both to one device",
+        ),
+    ],
+)
+def test_bad_input_raises_value_error(logits, target, kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        fused.cross_entropy(logits, target, **kwargs)
+
+
+def test_missing_compiler_falls_back_with_warning(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    monkeypatch.setattr(fused, "_kernel", None)
+    monkeypatch.setattr(fused, "_compiler", lambda: None)
+    monkeypatch.setenv("LOGLOSS_CACHE_DIR", str(tmp_path))
+    logits, target = torch.randn(3, 5), torch.tensor([0, 4, 2])
+    with pytest.warns(RuntimeWarning, match="no C compiler found"):
+        actual = ours(logits, target)
+    assert fused.kernel_status()["backend"] == "torch"
+    expected = reference(logits, target)
+    assert_close(actual[0], expected[0], torch.float32)
+    assert_close(actual[1], expected[1], torch.float32)
+
+
+def test_kernel_build_is_cached(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    if fused._compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    first = fused._build_kernel(tmp_path)
+    mtime = first.stat().st_mtime_ns
+    assert fused._build_kernel(tmp_path) == first
+    assert first.stat().st_mtime_ns == mtime  # not rebuilt
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temp files left
+
+
+def test_compiled_kernel_is_used_here() -> None:
+    # CI has gcc: the fast path must really be the C kernel, not a silent fallback
+    if fused._compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    assert fused.kernel_status()["backend"] == "c"
+
+
+# --------------------------------------------------------------------------------------------
+# linear_cross_entropy vs the unfused computation cross_entropy(hidden @ weight.T + bias)
+# --------------------------------------------------------------------------------------------
+
+
+def unfused(hidden, weight, bias, target, grad_output=None, **kwargs):
+    h, w = hidden.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
+    b = None if bias is None else bias.detach().clone().requires_grad_()
+    logits = h @ w.t() if b is None else h @ w.t() + b
+    loss = F.cross_entropy(logits, target, **kwargs)
+    loss.backward(grad_output)
+    return loss.detach(), h.grad, w.grad, None if b is None else b.grad
+
+
+def linear_ours(hidden, weight, bias, target, grad_output=None, **kwargs):
+    h, w = hidden.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
+    b = None if bias is None else bias.detach().clone().requires_grad_()
+    loss = fused.linear_cross_entropy(h, w, target, bias=b, **kwargs)
+    loss.backward(grad_output)
+    return loss.detach(), h.grad, w.grad, None if b is None else b.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_linear_matches_unfused(dtype, reduction, with_bias) -> None:
+    gen = torch.Generator().manual_seed(4)
+    n, h, v = 37, 16, 300
+    hidden = torch.randn(n, h, generator=gen, dtype=dtype)
+    weight = torch.randn(v, h, generator=gen, dtype=dtype) / 2
+    bias = torch.randn(v, generator=gen, dtype=dtype) if with_bias else None
+    target = torch.randint(0, v, (n,), generator=gen)
+    target[3::5] = -100
+    go = torch.rand(n, generator=gen, dtype=dtype) if reduction == "none" else None
+    expected = unfused(hidden, weight, bias, target, go, reduction=reduction)
+    actual = linear_ours(hidden, weight, bias, target, go, reduction=reduction, chunk_size=8)
+    for a, e in zip(actual, expected, strict=True):
+        if e is None:
+            assert a is None
+        else:
+            rtol = 1e-12 if dtype == torch.float64 else 2e-5
+            torch.testing.assert_close(a, e, rtol=rtol, atol=rtol * 1e-2)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    n=st.integers(1, 20),
+    v=st.integers(1, 30),
+    chunk=st.integers(1, 25),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_linear_chunking_does_not_change_the_result(n, v, chunk, seed) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(n, 5, generator=gen, dtype=torch.float64)
+    weight = torch.randn(v, 5, generator=gen, dtype=torch.float64)
+    target = torch.randint(0, v, (n,), generator=gen)
+    expected = unfused(hidden, weight, None, target)
+    actual = linear_ours(hidden, weight, None, target, chunk_size=chunk)
+    for a, e in zip(actual[:3], expected[:3], strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-14)
+
+
+def test_linear_gradcheck_and_second_backward() -> None:
+    hidden = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([0, 6, -100, 2, 2, 5])
+    assert torch.autograd.gradcheck(
+        lambda h, w, b: fused.linear_cross_entropy(h, w, target, bias=b, chunk_size=4),
+        (hidden, weight, bias),
+    )
+
+
+def test_linear_all_ignored_mean_is_nan_like_pytorch() -> None:
+    hidden, weight = torch.randn(4, 3), torch.randn(5, 3)
+    target = torch.full((4,), -100)
+    expected = unfused(hidden, weight, None, target)
+    actual = linear_ours(hidden, weight, None, target)
+    assert torch.isnan(actual[0])
+    for a, e in zip(actual[1:3], expected[1:3], strict=True):
+        torch.testing.assert_close(a, e)
+
+
+@pytest.mark.parametrize(
+    ("hidden", "weight", "kwargs", "message"),
+    [
+        (torch.randn(4, 3), torch.randn(5, 2), {}, r"shape \(V, 3\)"),
+        (torch.randn(4, 3), torch.randn(5, 3, dtype=torch.float64), {}, "must match hidden"),
+        (torch.randn(4, 3, 1), torch.randn(5, 3), {}, "hidden must be a 2-D"),
+        (torch.randn(4, 3), torch.randn(5, 3), {"bias": torch.randn(4)}, r"bias must be a \(5,\)"),
+        (torch.randn(4, 3), torch.randn(5, 3), {"chunk_size": 0}, "chunk_size must be"),
+    ],
+)
+def test_linear_bad_input_raises_value_error(hidden, weight, kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        fused.linear_cross_entropy(hidden, weight, torch.tensor([0, 1, 2, 3]), **kwargs)
+
+
+def test_linear_target_out_of_range() -> None:
+    with pytest.raises(ValueError, match="class index 5, outside"):
+        fused.linear_cross_entropy(torch.randn(2, 3), torch.randn(5, 3), torch.tensor([0, 5]))
+
+
+def test_no_warnings_on_the_fast_path() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fused.cross_entropy(torch.randn(3, 4, requires_grad=True), torch.tensor([0, 1, 2]))
+
+
+def test_gradient_buffer_reused_only_when_released() -> None:
+    # >= 8 MiB: large enough for the one-slot buffer reuse of fused._new_buffer
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(600, 4096, generator=gen)
+    target = torch.randint(0, 4096, (600,), generator=gen)
+    expected = reference(x, target)[1]
+    first = x.clone().requires_grad_()
+    fused.cross_entropy(first, target).backward()
+    second = (2 * x).requires_grad_()
+    fused.cross_entropy(second, target).backward()  # first.grad is still held: a new buffer
+    assert first.grad.data_ptr() != second.grad.data_ptr()
+    assert_close(first.grad, expected, torch.float32)  # not overwritten by the second call
+    ptr = second.grad.data_ptr()
+    second.grad = None  # released: the next call of the same size may reuse the memory
+    third = x.clone().requires_grad_()
+    fused.cross_entropy(third, target).backward()
+    assert third.grad.data_ptr() == ptr
+    assert_close(third.grad, expected, torch.float32)
+    fused.empty_cache()
+
+
+def test_two_pending_losses_get_their_own_gradients() -> None:
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(600, 4096, generator=gen)
+    target = torch.randint(0, 4096, (600,), generator=gen)
+    a, b = x.clone().requires_grad_(), (3 * x).requires_grad_()
+    loss_a = fused.cross_entropy(a, target)
+    loss_b = fused.cross_entropy(b, target)  # before loss_a's backward
+    (loss_a + loss_b).backward()
+    assert_close(a.grad, reference(x, target)[1], torch.float32)
+    assert_close(b.grad, reference(3 * x, target)[1], torch.float32)
