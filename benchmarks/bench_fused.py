@@ -18,7 +18,8 @@ writes ``fused-quick.*``).
    131072: logloss fused vs the unfused ``F.cross_entropy(hidden @ weight.T)`` vs PyTorch's
    ``F.linear_cross_entropy`` reference (``options=None``) and chunked
    (``options=torch.nn.LinearCrossEntropyOptions()``) paths; each method in its own subprocess,
-   which reports its peak RSS (``resource.getrusage``) and median time.
+   which reports its peak RSS (VmHWM; ``resource.getrusage``'s ru_maxrss is kept too, but on
+   Linux it carries the parent's peak across fork + exec) and median time.
 """
 
 from __future__ import annotations
@@ -97,9 +98,12 @@ def measure_bandwidth(nbytes: int, repeats: int) -> float:
 
 
 def footprint(method: str, n: int, v: int, elem: int) -> int:
-    """Rough bytes a call needs beyond the inputs (to skip what cannot fit)."""
+    """Rough bytes a call needs, the resident logits included (to skip what cannot fit).
+
+    fused: its gradient buffer; fused-inplace: the fresh copy of the logits it overwrites;
+    eager/compile: log-softmax output, gradient and temporaries."""
     logits = n * v * elem
-    return {"fused": 1, "fused-inplace": 0, "eager": 3, "compile": 3}[method] * logits + logits
+    return {"fused": 1, "fused-inplace": 1, "eager": 3, "compile": 3}[method] * logits + logits
 
 
 def ce_callable(method: str, compiled: Callable | None) -> Callable:
@@ -133,7 +137,11 @@ def bench_ce(n: int, v: int, dtype: torch.dtype, repeats: int, floor_bw: float) 
     base = (torch.randn(n, v, generator=gen) * 2).to(dtype)
     target = torch.randint(0, v, (n,), generator=gen)
     compiled = torch.compile(F.cross_entropy) if "compile" in runnable else None
-    copy_dst = torch.empty_like(base)  # the floor, timed in the same round robin
+    # the floor, timed in the same round robin: a copy of (at most 512 MiB of) the logits' rows,
+    # scaled to all of them (copy time is linear in bytes at these sizes)
+    floor_rows = max(1, min(n, (512 << 20) // (v * elem)))
+    copy_src = base[:floor_rows]
+    copy_dst = torch.empty_like(copy_src)
     times: dict[str, list[float]] = {m: [] for m in [*runnable, "copy"]}
     cpu: dict[str, list[float]] = {m: [] for m in [*runnable, "copy"]}
     peaks: dict[str, int] = {}
@@ -161,10 +169,11 @@ def bench_ce(n: int, v: int, dtype: torch.dtype, repeats: int, floor_bw: float) 
             del loss, logits
             base.requires_grad_(False)
         c0, t0 = time.process_time(), time.perf_counter()
-        copy_dst.copy_(base)
+        copy_dst.copy_(copy_src)
         if rep:
-            times["copy"].append(time.perf_counter() - t0)
-            cpu["copy"].append(time.process_time() - c0)
+            times["copy"].append((time.perf_counter() - t0) * n / floor_rows)
+            cpu["copy"].append((time.process_time() - c0) * n / floor_rows)
+    fused.empty_cache()  # the reused gradient buffer must not crowd the next case
     floor_bytes = 2 * n * v * elem
     floor_s = statistics.median(times["copy"])  # one read + one write of the logits, right now
     case["copy_median_s"] = floor_s
@@ -210,7 +219,14 @@ def call():
         return F.cross_entropy(hidden @ weight.t(), target)
     options = None if method == "torch-reference" else torch.nn.LinearCrossEntropyOptions()
     return F.linear_cross_entropy(hidden, weight, target, options=options)
-base_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def hwm_kib():
+    # VmHWM: this process's own peak RSS.  (getrusage's ru_maxrss survives fork + exec on Linux,
+    # so a child would report its parent's peak when that was higher.)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base_kib = hwm_kib()
 times, cpu = [], []
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
@@ -223,13 +239,14 @@ with warnings.catch_warnings(record=True) as caught:
         times.append(time.perf_counter() - t0)
         u1 = resource.getrusage(resource.RUSAGE_SELF)
         cpu.append(u1.ru_utime - u0.ru_utime + u1.ru_stime - u0.ru_stime)
-        value = float(loss)
+        value = float(loss.detach())
         del loss
 print(json.dumps({
     "median_s": statistics.median(times[1:]) if repeats else times[0],
     "times_s": times[1:] if repeats else times,
     "cpu_s": statistics.median(cpu[1:]) if repeats else cpu[0],
-    "peak_rss_GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
+    "peak_rss_GB": hwm_kib() * 1024 / 1e9,
+    "ru_maxrss_GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
     "inputs_rss_GB": base_kib * 1024 / 1e9,
     "loss": value,
     "warnings": sorted({str(w.message)[:200] for w in caught}),

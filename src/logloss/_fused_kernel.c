@@ -81,7 +81,7 @@ static inline uint16_t float_to_bf16(float f) {
 
 enum { DTYPE_FLOAT32 = 0, DTYPE_BFLOAT16 = 1 };
 
-typedef struct {
+typedef struct job {
     const void *x; /* (n, c) rows, leading stride ldx elements */
     int64_t ldx;
     void *g; /* may equal x; NULL: loss only */
@@ -90,11 +90,16 @@ typedef struct {
     int64_t n, c, ignore_index;
     float smoothing, scale;
     float *loss; /* (n,) */
-    int64_t row_begin, row_end;
-    int out_of_memory; /* set by a job that could not get its scratch row */
+    int64_t row_begin, row_end; /* the block of rows being computed */
+    int out_of_memory;          /* set by a thread that could not get its scratch row */
+    int64_t *next_row;          /* shared: first row no thread has taken yet */
+    int64_t step;               /* rows taken at a time */
+    void (*run)(struct job *);  /* rows_float32 or rows_bfloat16 */
+    float *scratch;             /* bfloat16: one float32 row per thread */
 } job_t;
 
-/* float32 rows.  Sweep 2 stores e = exp(x - max) in g, sweep 3 rescales it: one exp/element. */
+/* float32 rows.  Sweep 2 stores e = exp(x - max) in g, sweep 3 rescales it: one exp per
+ * element.  (Streaming stores to g through a scratch row for e were tried: no measurable gain.) */
 LOGLOSS_CLONES
 static void rows_float32(job_t *jb) {
     const int64_t c = jb->c;
@@ -108,22 +113,28 @@ static void rows_float32(job_t *jb) {
             if (gi) memset(gi, 0, (size_t)c * sizeof(float));
             continue;
         }
-        /* sweep 1: max and sum of x.  Blocks of BLOCK elements are summed in float (vectorised),
-         * the block sums in double. */
+        /* sweep 1: max (and, with smoothing, the sum of x: blocks of BLOCK elements summed in
+         * float, vectorised, the block sums in double) */
         float mx = -FLT_MAX;
         double sumx = 0.0;
-        for (int64_t k0 = 0; k0 < c; k0 += BLOCK) {
-            const int64_t k1 = k0 + BLOCK < c ? k0 + BLOCK : c;
-            float bs = 0.0f;
+        if (eps > 0.0f) {
+            for (int64_t k0 = 0; k0 < c; k0 += BLOCK) {
+                const int64_t k1 = k0 + BLOCK < c ? k0 + BLOCK : c;
+                float bs = 0.0f;
 #pragma omp simd reduction(max : mx) reduction(+ : bs)
-            for (int64_t k = k0; k < k1; ++k) {
-                mx = xi[k] > mx ? xi[k] : mx;
-                bs += xi[k];
+                for (int64_t k = k0; k < k1; ++k) {
+                    mx = xi[k] > mx ? xi[k] : mx;
+                    bs += xi[k];
+                }
+                sumx += bs;
             }
-            sumx += bs;
+        } else {
+#pragma omp simd reduction(max : mx)
+            for (int64_t k = 0; k < c; ++k) mx = xi[k] > mx ? xi[k] : mx;
         }
         const float xt = xi[t]; /* read before g (possibly x itself) is written */
-        /* sweep 2: e = exp(x - max) into g, and their sum */
+        /* sweep 2: e = exp(x - max) and their sum.  A NaN logit, skipped by the max, makes the
+         * sum NaN here (exp(NaN) = NaN), so the loss and gradient are NaN as in PyTorch. */
         double sum = 0.0;
         for (int64_t k0 = 0; k0 < c; k0 += BLOCK) {
             const int64_t k1 = k0 + BLOCK < c ? k0 + BLOCK : c;
@@ -141,7 +152,6 @@ static void rows_float32(job_t *jb) {
             }
             sum += bs;
         }
-        if (sumx != sumx) sum = NAN; /* a NaN logit: the max skipped it, the sum did not */
         const double lse = mx + log(sum);
         /* eps = 0 skips the sum: 0 * (-inf) would be NaN for rows holding -inf logits */
         jb->loss[i] = (float)(lse - (1.0 - eps) * xt - (eps > 0.0f ? (double)eps / c * sumx : 0.0));
@@ -206,72 +216,72 @@ static void rows_bfloat16_scratch(const job_t *jb, float *e) {
     }
 }
 
-static void rows_bfloat16(job_t *jb) {
-    float *e = malloc((size_t)(jb->c > 0 ? jb->c : 1) * sizeof(float));
-    if (!e) {
-        jb->out_of_memory = 1;
-        return;
+static void rows_bfloat16(job_t *jb) { rows_bfloat16_scratch(jb, jb->scratch); }
+
+/* Take blocks of `step` rows from the shared counter until none are left: a thread that the OS
+ * schedules late (the cores are shared) simply takes fewer blocks. */
+static void *worker(void *arg) {
+    job_t *jb = (job_t *)arg;
+    if (jb->run == rows_bfloat16) {
+        jb->scratch = malloc((size_t)(jb->c > 0 ? jb->c : 1) * sizeof(float));
+        if (!jb->scratch) {
+            jb->out_of_memory = 1;
+            return NULL;
+        }
     }
-    rows_bfloat16_scratch(jb, e);
-    free(e);
-}
-
-static void *rows_float32_thread(void *arg) {
-    rows_float32((job_t *)arg);
-    return NULL;
-}
-
-static void *rows_bfloat16_thread(void *arg) {
-    rows_bfloat16((job_t *)arg);
+    for (;;) {
+        const int64_t r0 = __atomic_fetch_add(jb->next_row, jb->step, __ATOMIC_RELAXED);
+        if (r0 >= jb->n) break;
+        jb->row_begin = r0;
+        jb->row_end = r0 + jb->step < jb->n ? r0 + jb->step : jb->n;
+        jb->run(jb);
+    }
+    free(jb->scratch);
+    jb->scratch = NULL;
     return NULL;
 }
 
 #define MAX_THREADS 256
 
 /* The loss of each row into loss[0..n) and, when g is not NULL, the gradient into g.
- * dtype: 0 float32, 1 bfloat16 (x and g alike).  Rows are split into nthreads contiguous ranges.
- * Returns the number of threads that could not be started (their rows ran on this thread), -1
- * for an unknown dtype (nothing computed), -2 when a scratch row could not be allocated. */
+ * dtype: 0 float32, 1 bfloat16 (x and g alike).  Up to nthreads threads share the rows.
+ * Returns the number of threads that could not be started (the others did their rows), -1 for
+ * an unknown dtype (nothing computed), -2 when a scratch row could not be allocated. */
 int logloss_ce_forward(const void *x, int64_t ldx, void *g, int64_t ldg, const int64_t *target,
                        int64_t n, int64_t c, int64_t ignore_index, float smoothing, float scale,
                        float *loss, int dtype, int nthreads) {
     void (*run)(job_t *);
-    void *(*thread_main)(void *);
-    if (dtype == DTYPE_FLOAT32) {
+    if (dtype == DTYPE_FLOAT32)
         run = rows_float32;
-        thread_main = rows_float32_thread;
-    } else if (dtype == DTYPE_BFLOAT16) {
+    else if (dtype == DTYPE_BFLOAT16)
         run = rows_bfloat16;
-        thread_main = rows_bfloat16_thread;
-    } else {
+    else
         return -1;
-    }
     if (nthreads < 1) nthreads = 1;
     if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
-    /* below ~256k elements per thread, starting a thread costs more than it saves */
-    const int64_t max_useful = n * c / (1 << 18) + 1;
+    /* a thread costs ~50 us to start and, on a busy machine, up to a scheduler tick to join:
+     * worth it only from ~1M elements (~1 ms of work) per thread */
+    const int64_t max_useful = n * c / (1 << 20) + 1;
     if (nthreads > max_useful) nthreads = (int)max_useful;
     if (nthreads > n) nthreads = (int)(n > 0 ? n : 1);
+    int64_t next_row = 0;
+    const int64_t step = c >= (1 << 16) ? 1 : (1 << 16) / (c > 0 ? c : 1); /* ~64k elements */
     job_t jobs[MAX_THREADS];
     pthread_t tids[MAX_THREADS];
     int started[MAX_THREADS];
     for (int k = 0; k < nthreads; ++k) {
-        job_t jb = {x, ldx, g, ldg, target, n, c, ignore_index, smoothing, scale, loss,
-                    n * k / nthreads, n * (k + 1) / nthreads, 0};
+        job_t jb = {x, ldx, g, ldg, target, n, c, ignore_index, smoothing, scale, loss, 0, 0,
+                    0, &next_row, step, run, NULL};
         jobs[k] = jb;
     }
     int failed = 0;
     for (int k = 1; k < nthreads; ++k) {
-        started[k] = pthread_create(&tids[k], NULL, thread_main, &jobs[k]) == 0;
+        started[k] = pthread_create(&tids[k], NULL, worker, &jobs[k]) == 0;
         if (!started[k]) ++failed;
     }
-    run(&jobs[0]);
-    for (int k = 1; k < nthreads; ++k) {
-        if (started[k])
-            pthread_join(tids[k], NULL);
-        else
-            run(&jobs[k]);
-    }
+    worker(&jobs[0]);
+    for (int k = 1; k < nthreads; ++k)
+        if (started[k]) pthread_join(tids[k], NULL);
     for (int k = 0; k < nthreads; ++k)
         if (jobs[k].out_of_memory) return -2;
     return failed;
