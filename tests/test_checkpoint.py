@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from logloss import checkpoint as ckpt
 from logloss.model import make_model
@@ -71,6 +71,8 @@ def test_weights_round_trip_exactly(tmp_path):
     assert info == {"architecture": {"hidden": [16, 8]}}
     for name, tensor in model.state_dict().items():
         assert torch.equal(weights[name], tensor)
+    # Plain safetensors under the state-dict names: any tool can read the weights.
+    assert load_file(tmp_path / "w.safetensors").keys() == model.state_dict().keys()
 
 
 def test_unsupported_values_are_refused():

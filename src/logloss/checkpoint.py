@@ -193,16 +193,27 @@ def _safetensors_metadata(data: bytes) -> dict[str, str]:
 
 
 def save_weights(path: str | os.PathLike[str], model: torch.nn.Module, info: Mapping) -> None:
-    """Save ``model``'s parameters (on the CPU) with ``info`` (architecture etc.) as metadata."""
-    save_state(path, {"info": dict(info), "weights": dict(model.state_dict())})
+    """Save ``model``'s parameters under their state-dict names, ``info`` as JSON metadata.
+
+    The file is plain safetensors (keys such as ``layers.1.weight``), readable by any tool.
+    """
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    header = {_HEADER_KEY: json.dumps(dict(info), allow_nan=True)}
+    atomic_write_bytes(path, save_safetensors_bytes(tensors, metadata=header))
 
 
 def load_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read ``(state_dict, info)`` written by :func:`save_weights`."""
-    state = load_state(path)
-    if not isinstance(state.get("weights"), dict):
-        raise ValueError(f"{path} holds no model weights")
-    return state["weights"], dict(state.get("info") or {})
+    """Read ``(state_dict, info)`` written by :func:`save_weights` (tensors on the CPU)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no weights file {path}")
+    data = path.read_bytes()
+    try:
+        tensors = load_safetensors_bytes(data)
+        info = json.loads(_safetensors_metadata(data).get(_HEADER_KEY, "{}"))
+    except (SafetensorError, ValueError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not a readable safetensors weights file: {error}") from None
+    return dict(tensors), dict(info) if isinstance(info, dict) else {}
 
 
 def write_metadata(directory: str | os.PathLike[str], metadata: Mapping[str, Any]) -> None:

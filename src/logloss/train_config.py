@@ -118,7 +118,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "best": {
         "hidden": (1024, 1024),
-        "epochs": 30,
+        "epochs": 50,
         "lr": 1e-3,
         "dropout": 0.2,
         "augment": True,
