@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from logloss._atomic import atomic_write
 from logloss.data import load_dataset, read_idx, resolve_data_dir
-from logloss.data._atomic import atomic_write
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FILES = (

@@ -41,8 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from logloss._atomic import atomic_write
 from logloss.checkpoint import load_checkpoint
-from logloss.data._atomic import atomic_write
 from logloss.diagnostics import evaluate_checkpoint, evaluate_logits, load_split
 from logloss.report import build_report
 

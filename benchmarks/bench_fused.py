@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,24 +39,12 @@ import torch
 import torch.nn.functional as F
 
 from logloss import fused
+from logloss._atomic import write_text_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GIB = 1 << 30
 CE_METHODS = ("fused", "fused-inplace", "eager", "compile")
 LINEAR_METHODS = ("fused", "unfused", "torch-reference", "torch-chunked")
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def available_bytes() -> int:
@@ -207,6 +193,7 @@ LINEAR_CHILD = r"""
 import json, resource, statistics, sys, time, warnings
 import torch, torch.nn.functional as F
 from logloss import fused
+from logloss._atomic import write_text_atomic
 method, n, h, v, repeats = sys.argv[1], *map(int, sys.argv[2:6])
 gen = torch.Generator().manual_seed(0)
 hidden = (torch.randn(n, h, generator=gen) / h**0.5).requires_grad_()
@@ -431,9 +418,9 @@ def main(argv: list[str] | None = None) -> int:
         report["linear_cross_entropy"].append(bench_linear(n, h, v, 1 if args.quick else 2))
     report["peak_rss_of_parent_GB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     stem = "fused-quick" if args.quick else "fused"
-    atomic_write(RESULTS / f"{stem}.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(RESULTS / f"{stem}.json", json.dumps(report, indent=2) + "\n")
     table = markdown(report)
-    atomic_write(RESULTS / f"{stem}.md", table)
+    write_text_atomic(RESULTS / f"{stem}.md", table)
     print(table)
     return 0
 

@@ -40,7 +40,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from logloss.checkpoint import atomic_write_bytes, load_checkpoint
+from logloss._atomic import write_bytes_atomic
+from logloss.checkpoint import load_checkpoint
 from logloss.data import load_dataset
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -226,8 +227,8 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(args.out / "serve.json", json.dumps(results, indent=2).encode() + b"\n")
-    atomic_write_bytes(args.out / "serve.md", markdown(results).encode())
+    write_bytes_atomic(args.out / "serve.json", json.dumps(results, indent=2).encode() + b"\n")
+    write_bytes_atomic(args.out / "serve.md", markdown(results).encode())
     print(markdown(results))
     all_correct = all(k["correct"] == k["sent"] for k in kinds.values())
     return 0 if all_correct else 1

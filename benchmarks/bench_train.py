@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from logloss.checkpoint import atomic_write_text
+from logloss._atomic import write_text_atomic
 from logloss.data import load_dataset
 from logloss.training import TrainConfig, train
 
@@ -238,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
 
     table = markdown(results)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS / "train.json", json.dumps(results, indent=2) + "\n")
-    atomic_write_text(RESULTS / "train.md", table)
+    write_text_atomic(RESULTS / "train.json", json.dumps(results, indent=2) + "\n")
+    write_text_atomic(RESULTS / "train.md", table)
     print(table)
     return 0
 

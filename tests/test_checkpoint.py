@@ -14,6 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from logloss import checkpoint as ckpt
+from logloss._atomic import write_text_atomic
 from logloss.model import make_model
 from logloss.training import TrainConfig, train
 
@@ -82,14 +83,14 @@ def test_unsupported_values_are_refused():
 
 def test_writes_are_atomic(tmp_path, monkeypatch):
     path = tmp_path / "file.json"
-    ckpt.atomic_write_text(path, "old")
+    write_text_atomic(path, "old")
 
     def fail(source, target):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError, match="disk full"):
-        ckpt.atomic_write_text(path, "new")
+        write_text_atomic(path, "new")
     assert path.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.json"]  # no temporary left
 

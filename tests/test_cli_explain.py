@@ -14,12 +14,11 @@ from PIL import Image
 from sklearn import metrics
 
 from logloss.cli import main
-from test_diagnostics import small_run
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, data_dir):
-    return small_run(tmp_path_factory, data_dir)
+def run(small_run):
+    return small_run
 
 
 @pytest.fixture(scope="module")

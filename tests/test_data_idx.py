@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from logloss._atomic import atomic_write
 from logloss.data import IDXFormatError, parse_idx, read_idx, write_idx
-from logloss.data._atomic import atomic_write
 from logloss.data.idx import decompress_gzip
 
 # (dtype, IDX code) from the format's definition (LeCun's MNIST page), not from our table.

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,23 +18,7 @@ from sklearn import metrics
 from logloss import diagnostics
 from logloss.diagnostics import evaluate_logits, fit_temperature, reliability
 
-# A tiny dense network trained for one epoch on the real MNIST: about 90% test accuracy in a few
-# seconds of CPU.  test_report.py and test_cli_explain.py reuse it through small_run().
-SMALL_RUN = {"hidden": (32,), "epochs": 1, "batch_size": 512, "seed": 0, "device": "cpu"}
-SMALL_RUN_VALIDATION = 5000  # TrainConfig's default validation_size
-
-
-def small_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    """The run folder of a small MNIST training, trained once per test session."""
-    from logloss.checkpoint import read_metadata
-    from logloss.training import TrainConfig, train
-
-    folder = tmp_path_factory.getbasetemp() / "explain-small-run"
-    if (folder / "checkpoint.json").is_file() and read_metadata(folder)["status"] == "finished":
-        return folder
-    shutil.rmtree(folder, ignore_errors=True)  # a run cut short earlier in this session
-    train(TrainConfig(**SMALL_RUN), out_dir=folder, data_dir=data_dir, download=False)
-    return folder
+SMALL_RUN_VALIDATION = 5000  # TrainConfig's default validation_size (conftest.small_run)
 
 
 def synthetic(n: int, c: int, *, seed: int, signal: float = 3.0, scale: float = 2.0):
@@ -452,8 +434,8 @@ def test_summary_is_strict_json():
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, data_dir):
-    return small_run(tmp_path_factory, data_dir)
+def run(small_run):
+    return small_run
 
 
 @pytest.fixture(scope="module")

@@ -5,31 +5,18 @@ decodes (in the browser and with Pillow) and the key numbers on the page equal t
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import math
 import re
-import shutil
 from contextlib import redirect_stdout
 
 import pytest
 from PIL import Image
 
+from conftest import chromium_driver
 from logloss import report
 from logloss.cli import main
-from test_diagnostics import small_run
-
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1100,900",
-)
 
 
 def cli_json(*argv) -> dict:
@@ -40,8 +27,8 @@ def cli_json(*argv) -> dict:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, data_dir):
-    return small_run(tmp_path_factory, data_dir)
+def run(small_run):
+    return small_run
 
 
 @pytest.fixture(scope="module")
@@ -57,26 +44,8 @@ def page(run, data_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    """Headless Chromium driven through the system chromedriver (selenium)."""
-    from conftest import require
-
-    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    require(chromium is not None, "chromium is not installed (apt-get install chromium)")
-    require(
-        driver_path is not None, "chromedriver is not installed (apt-get install chromium-driver)"
-    )
-    require(importlib.util.find_spec("selenium") is not None, "selenium is not installed")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
+    with chromium_driver(tmp_path_factory.mktemp("chromium"), window_size="1100,900") as driver:
+        yield driver
 
 
 @pytest.fixture(scope="module")

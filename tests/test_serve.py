@@ -27,25 +27,12 @@ from logloss.data import load_dataset
 from logloss.preprocess import to_mnist
 from logloss.serve import create_app, running_server
 
-WHICH = "last"  # the tiny run stops mid-epoch: it has "last" weights, "best" comes per epoch
-
-
-def train_tiny_checkpoint(root: Path, data_dir: Path) -> Path:
-    """A small MNIST model really trained (60 steps, ~78% accurate), saved by the training code."""
-    from logloss.training import TrainConfig, train
-
-    out = root / "serve-checkpoint"
-    if not (out / "last.safetensors").is_file():  # shared by test_serve*.py in one session
-        config = TrainConfig(
-            hidden=(32,), epochs=1, batch_size=128, validation_size=1000, seed=0, device="cpu"
-        )
-        train(config, out_dir=out, data_dir=data_dir, should_stop=lambda step: step >= 60)
-    return out
+WHICH = "best"  # conftest.small_run trains one full epoch, so it has "best" weights
 
 
 @pytest.fixture(scope="session")
-def checkpoint_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    return train_tiny_checkpoint(tmp_path_factory.getbasetemp(), data_dir)
+def checkpoint_dir(small_run: Path) -> Path:
+    return small_run
 
 
 @pytest.fixture(scope="module")

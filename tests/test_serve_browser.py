@@ -8,65 +8,29 @@ Screenshots go to ``$LOGLOSS_ARTIFACTS`` (or a temporary folder); their paths ar
 from __future__ import annotations
 
 import base64
-import importlib.util
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import require
+from conftest import chromium_driver
 from logloss.serve import create_app, running_server
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1200,1000",
-)
 WAIT_S = 30  # generous: two shared CPU cores in CI
 
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory: pytest.TempPathFactory, data_dir: Path):
-    from test_serve import WHICH, train_tiny_checkpoint
-
-    checkpoint_dir = train_tiny_checkpoint(tmp_path_factory.getbasetemp(), data_dir)
-    with running_server(create_app(checkpoint_dir, which=WHICH, data_dir=data_dir)) as base:
+def url(small_run: Path, data_dir: Path):
+    with running_server(create_app(small_run, which="best", data_dir=data_dir)) as base:
         yield base
 
 
 @pytest.fixture(scope="module")
-def browser():
-    require(importlib.util.find_spec("selenium") is not None, "selenium is not installed")
-    require(Path(CHROMIUM).is_file(), f"chromium not found at {CHROMIUM}")
-    require(Path(CHROMEDRIVER).is_file(), f"chromedriver not found at {CHROMEDRIVER}")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="logloss-chromium-")
-    options.add_argument(f"--user-data-dir={profile}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # An explicit driver path: Selenium never looks for (or downloads) a driver itself.
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
+def browser(tmp_path_factory: pytest.TempPathFactory):
+    with chromium_driver(tmp_path_factory.mktemp("chromium")) as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
+from logloss._atomic import write_bytes_atomic, write_text_atomic
 from logloss.model import Architecture, DenseNet, check_state_dict
 from logloss.train_config import TrainConfig
 
@@ -51,37 +51,6 @@ WEIGHT_FILES = {
     "best": "best.safetensors",
 }
 _HEADER_KEY = "logloss"  # safetensors metadata key holding this file's JSON
-
-
-# --- atomic writes ---------------------------------------------------------------------------
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write UTF-8 ``text`` atomically (see :func:`atomic_write_bytes`)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def to_json(value: Any) -> str:
@@ -161,7 +130,7 @@ def save_state(path: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
     """Save a nested state (tensors and JSON-able values) as one safetensors file, atomically."""
     skeleton, tensors = split_tensors(dict(state))
     header = {_HEADER_KEY: json.dumps(skeleton, allow_nan=True)}
-    atomic_write_bytes(path, save_safetensors_bytes(tensors, metadata=header))
+    write_bytes_atomic(path, save_safetensors_bytes(tensors, metadata=header))
 
 
 def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -199,7 +168,7 @@ def save_weights(path: str | os.PathLike[str], model: torch.nn.Module, info: Map
     """
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     header = {_HEADER_KEY: json.dumps(dict(info), allow_nan=True)}
-    atomic_write_bytes(path, save_safetensors_bytes(tensors, metadata=header))
+    write_bytes_atomic(path, save_safetensors_bytes(tensors, metadata=header))
 
 
 def load_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict]:
@@ -218,7 +187,7 @@ def load_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor],
 
 def write_metadata(directory: str | os.PathLike[str], metadata: Mapping[str, Any]) -> None:
     """Write ``checkpoint.json`` atomically."""
-    atomic_write_text(Path(directory) / METADATA_FILE, to_json(metadata) + "\n")
+    write_text_atomic(Path(directory) / METADATA_FILE, to_json(metadata) + "\n")
 
 
 def read_metadata(directory: str | os.PathLike[str]) -> dict[str, Any]:
@@ -246,7 +215,7 @@ def read_metadata(directory: str | os.PathLike[str]) -> dict[str, Any]:
 def write_metrics(directory: str | os.PathLike[str], records: list[Mapping[str, Any]]) -> None:
     """Write ``metrics.jsonl`` (one compact JSON object per epoch) atomically."""
     lines = [json.dumps(_finite_json(dict(r)), sort_keys=True) for r in records]
-    atomic_write_text(Path(directory) / METRICS_FILE, "".join(line + "\n" for line in lines))
+    write_text_atomic(Path(directory) / METRICS_FILE, "".join(line + "\n" for line in lines))
 
 
 # --- normalisation ----------------------------------------------------------------------------

@@ -86,7 +86,7 @@ def save_png(figure: Figure, path: str | os.PathLike[str]) -> Path:
 
     A reader never sees a half-written file; on error the old file, if any, is left untouched.
     """
-    from logloss.data._atomic import atomic_write
+    from logloss._atomic import atomic_write
 
     target = Path(path)
     data = png_bytes(figure)  # render first: a drawing error leaves nothing behind

@@ -65,7 +65,7 @@ def read_metrics(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 def write_report(path: str | os.PathLike[str], page: str) -> Path:
     """Write the page to ``path`` atomically (a reader sees the old file or the whole new one)."""
-    from logloss.data._atomic import atomic_write
+    from logloss._atomic import atomic_write
 
     target = Path(path)
     if target.is_dir():

@@ -12,7 +12,7 @@ Public names (one module per idea):
 
 from __future__ import annotations
 
-from logloss.data._atomic import atomic_write
+from logloss._atomic import atomic_write
 from logloss.data.datasets import load_dataset, split_train_validation
 from logloss.data.download import download_dataset, fetch_file, sha256_file
 from logloss.data.errors import (

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from logloss.data._atomic import atomic_write
+from logloss._atomic import atomic_write
 from logloss.data.errors import ChecksumError, DownloadError
 from logloss.data.locations import download_root
 from logloss.data.registry import MIRRORS, SPLITS, FileInfo, get_dataset

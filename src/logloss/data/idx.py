@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from logloss.data._atomic import atomic_write
+from logloss._atomic import atomic_write
 from logloss.data.errors import IDXFormatError
 
 __all__ = ["IDX_DTYPES", "IDXFormatError", "decompress_gzip", "parse_idx", "read_idx", "write_idx"]

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from logloss.data._atomic import atomic_write
+from logloss._atomic import atomic_write
 
 __all__ = ["image_to_text", "save_png"]
 
