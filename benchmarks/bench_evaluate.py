@@ -143,6 +143,7 @@ def main() -> int:
 
     medians = {name: statistics.median(values) for name, values in times.items()}
     result = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {
             "platform": platform.platform(),
             "python": platform.python_version(),
@@ -186,7 +187,7 @@ def main() -> int:
         [
             f"Model {result['model']['architecture']}, MNIST test (10,000 images), "
             f"{platform.machine()} CPU x{os.cpu_count()}, torch {torch.__version__}; "
-            f"median of {args.repeats} interleaved runs.",
+            f"median of {args.repeats} interleaved runs; {result['date']}.",
             "",
             "| what | seconds |",
             "|---|---:|",

@@ -89,7 +89,10 @@ def footprint(method: str, n: int, v: int, elem: int) -> int:
     fused: its gradient buffer; fused-inplace: the fresh copy of the logits it overwrites;
     eager/compile: log-softmax output, gradient and temporaries."""
     logits = n * v * elem
-    return {"fused": 1, "fused-inplace": 1, "eager": 3, "compile": 3}[method] * logits + logits
+    made = n * v * 4  # the float32 random draw the logits are made from
+    return {"fused": 1, "fused-inplace": 1, "eager": 3, "compile": 3}[method] * logits + max(
+        logits, made
+    )
 
 
 def ce_callable(method: str, compiled: Callable | None) -> Callable:
@@ -111,7 +114,7 @@ def bench_ce(n: int, v: int, dtype: torch.dtype, repeats: int, floor_bw: float) 
     runnable = []
     for method in CE_METHODS:
         need = footprint(method, n, v, elem)
-        if need > 0.8 * avail:
+        if need > 0.6 * avail:  # leave room for the process, the allocator and the page cache
             case["methods"][method] = {
                 "skipped": f"needs ~{need / GIB:.1f} GiB, {avail / GIB:.1f} GiB available"
             }
@@ -120,7 +123,7 @@ def bench_ce(n: int, v: int, dtype: torch.dtype, repeats: int, floor_bw: float) 
     if not runnable:
         return case
     gen = torch.Generator().manual_seed(0)
-    base = (torch.randn(n, v, generator=gen) * 2).to(dtype)
+    base = torch.randn(n, v, generator=gen).mul_(2).to(dtype)  # no second float32 copy
     target = torch.randint(0, v, (n,), generator=gen)
     compiled = torch.compile(F.cross_entropy) if "compile" in runnable else None
     # the floor, timed in the same round robin: a copy of (at most 512 MiB of) the logits' rows,

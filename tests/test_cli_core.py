@@ -10,33 +10,14 @@ from pathlib import Path
 
 import pytest
 
+import _article
+from _article import REPORTED_UNTRAINED_LOSS, math_softmax, neg_log_softmax
 from conftest import require
 from logloss.cli import main
 
-UNTRAINED = [
-    "0.0297",
-    "-0.0440",
-    "-0.0442",
-    "0.0194",
-    "0.0293",
-    "0.0036",
-    "-0.0047",
-    "0.0073",
-    "0.0407",
-    "-0.0544",
-]
-TRAINED = [
-    "0.7090",
-    "-5.7430",
-    "2.7101",
-    "4.5032",
-    "-4.2269",
-    "0.7165",
-    "-9.6999",
-    "10.0532",
-    "-0.4749",
-    "2.4612",
-]
+# The article's logits as command-line arguments.
+UNTRAINED = [str(v) for v in _article.UNTRAINED]
+TRAINED = [str(v) for v in _article.TRAINED]
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -49,12 +30,6 @@ def run_json(capsys, *argv: str) -> dict:
     status, out, err = run(capsys, *argv, "--json")
     assert (status, err) == (0, "")
     return json.loads(out)
-
-
-def neg_log_softmax(z: list[float], k: int) -> float:
-    """-ln softmax(z)_k with the math module: the independent reference for the loss."""
-    m = max(z)
-    return -(z[k] - m - math.log(math.fsum(math.exp(v - m) for v in z)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,16 +93,15 @@ def test_sigmoid_text(capsys):
 
 def test_softmax_of_the_article_logits(capsys):
     payload = run_json(capsys, "softmax", *UNTRAINED)
-    z = [float(v) for v in UNTRAINED]
-    total = math.fsum(math.exp(v) for v in z)
-    assert payload["probabilities"] == pytest.approx([math.exp(v) / total for v in z], rel=1e-12)
+    p = math_softmax(_article.UNTRAINED)
+    assert payload["probabilities"] == pytest.approx(p, rel=1e-12)
     assert payload["argmax"] == 8
     assert payload["sum"] == pytest.approx(1.0, abs=1e-15)
     assert payload["shift_invariance_max_difference"] < 1e-15
     assert payload["sigmoid_of_difference"] is None
     _status, out, _ = run(capsys, "softmax", *UNTRAINED)
     assert "class 8" in out
-    assert f"{math.exp(z[8]) / total:.6f}" in out
+    assert f"{p[8]:.6f}" in out
 
 
 def test_softmax_of_two_is_sigmoid_of_difference(capsys):
@@ -158,11 +132,17 @@ def test_loss_untrained_target_7(capsys):
 
 
 def test_loss_value_2_2604_belongs_to_class_8(capsys):
-    payload = run_json(capsys, "loss", "--logits", *UNTRAINED, "--value", "2.2604")
+    payload = run_json(
+        capsys, "loss", "--logits", *UNTRAINED, "--value", str(REPORTED_UNTRAINED_LOSS)
+    )
     assert payload["explained_by"] == 8
     z = [float(v) for v in UNTRAINED]
-    assert payload["value_gap"] == pytest.approx(neg_log_softmax(z, 8) - 2.2604, rel=1e-10)
-    _status, out, _ = run(capsys, "loss", "--logits", *UNTRAINED, "--value", "2.2604", "--ascii")
+    assert payload["value_gap"] == pytest.approx(
+        neg_log_softmax(z, 8) - REPORTED_UNTRAINED_LOSS, rel=1e-10
+    )
+    _status, out, _ = run(
+        capsys, "loss", "--logits", *UNTRAINED, "--value", str(REPORTED_UNTRAINED_LOSS), "--ascii"
+    )
     assert "class 8 explains it" in out
     assert "#" in out
     assert "█" not in out

@@ -14,6 +14,7 @@ from PIL import Image
 from sklearn import metrics
 
 from logloss.cli import main
+from logloss.diagnostics import DEFAULT_TOP_K
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +170,9 @@ def test_evaluate_json_matches_scikit_learn(run, evaluate_json, mnist_test):
     recall = metrics.recall_score(labels, p.argmax(axis=1), average=None)
     np.testing.assert_allclose([c["accuracy"] for c in e["per_class"]], recall, rtol=1e-12)
     losses = -np.log(p[np.arange(len(labels)), labels])
-    hardest = np.argsort(-losses, kind="stable")[:10]
+    # --top defaults to the library's DEFAULT_TOP_K.
+    hardest = np.argsort(-losses, kind="stable")[:DEFAULT_TOP_K]
+    assert len(e["hardest"]) == DEFAULT_TOP_K
     assert [h["index"] for h in e["hardest"]] == hardest.tolist()
     assert e["worst"]["count"] == 100
     assert e["worst"]["share"] == pytest.approx(

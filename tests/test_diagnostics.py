@@ -469,7 +469,8 @@ def test_checkpoint_numbers_match_training_and_scikit_learn(run, data_dir, test_
     )
 
 
-def test_temperature_uses_the_runs_own_validation_split(run, data_dir, test_result):
+def test_temperature_uses_the_runs_own_validation_split(run, data_dir, test_result, monkeypatch):
+    import logloss.data
     from logloss.checkpoint import read_metadata
 
     fit = test_result.evaluation.temperature
@@ -483,10 +484,30 @@ def test_temperature_uses_the_runs_own_validation_split(run, data_dir, test_resu
     assert validation.evaluation.loss == pytest.approx(best["val_loss"], rel=1e-5)
     assert fit.fit_loss_before == pytest.approx(validation.evaluation.loss, rel=1e-12)
     assert fit.fit_loss_after <= fit.fit_loss_before
+    # The train part, calibrated on validation: the training file is read once and split once.
+    reads, splits = [], []
+    load_dataset, split = logloss.data.load_dataset, logloss.data.split_train_validation
+
+    def counting_load(name, which, **kwargs):
+        reads.append((name, which))
+        return load_dataset(name, which, **kwargs)
+
+    def counting_split(*args, **kwargs):
+        splits.append(kwargs)
+        return split(*args, **kwargs)
+
+    monkeypatch.setattr(logloss.data, "load_dataset", counting_load)
+    monkeypatch.setattr(logloss.data, "split_train_validation", counting_split)
     train_part = diagnostics.evaluate_checkpoint(
-        run, split="train", data_dir=data_dir, download=False, calibrate=False
+        run, split="train", data_dir=data_dir, download=False
     )
+    assert reads == [("mnist", "train")]
+    config = read_metadata(run)["config"]  # the run's own carving of the training set
+    assert splits == [{"validation_size": config["validation_size"], "seed": config["seed"]}]
     assert train_part.evaluation.size == 60_000 - SMALL_RUN_VALIDATION
+    # Fitted on the same validation samples as for the test split: the same temperature.
+    assert train_part.evaluation.temperature.fit_size == SMALL_RUN_VALIDATION
+    assert train_part.evaluation.temperature.temperature == fit.temperature
 
 
 def test_one_forward_pass_per_split(run, data_dir, monkeypatch):

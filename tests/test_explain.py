@@ -12,20 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from _article import REPORTED_UNTRAINED_LOSS, TRAINED, UNTRAINED, math_softmax
 from logloss.explain import explain, json_ready, render_bars
-
-# The logits the article prints (model(x) before and after training); true class 7.
-UNTRAINED = [0.0297, -0.0440, -0.0442, 0.0194, 0.0293, 0.0036, -0.0047, 0.0073, 0.0407, -0.0544]
-TRAINED = [0.7090, -5.7430, 2.7101, 4.5032, -4.2269, 0.7165, -9.6999, 10.0532, -0.4749, 2.4612]
-
-
-def math_softmax(z: list[float]) -> list[float]:
-    """Softmax written out with the math module, as an independent reference."""
-    m = max(z)
-    e = [math.exp(v - m) for v in z]
-    total = math.fsum(e)
-    return [v / total for v in e]
-
 
 # --------------------------------------------------------------------------------------------
 # the article
@@ -43,7 +31,8 @@ def test_article_untrained_prediction():
     assert round(e.p_target, 4) == 0.1009
     assert e.loss == pytest.approx(-math.log(p[7]), rel=1e-12)
     assert round(e.loss, 3) == 2.294
-    # The article's 2.2936 is -ln of the rounded probability, not of the logits.
+    # A documented check of the article's arithmetic (it exercises no logloss code): the article's
+    # 2.2936 is -ln of the probability rounded to 0.1009, not of the logits (2.294 above).
     assert round(-math.log(0.1009), 4) == 2.2936
     assert e.torch_loss == pytest.approx(e.loss, rel=1e-12)
     assert e.uniform_loss == pytest.approx(math.log(10), rel=1e-15)
@@ -51,13 +40,13 @@ def test_article_untrained_prediction():
 
 
 def test_article_reported_untrained_loss_belongs_to_class_8():
-    e = explain(UNTRAINED, value=2.2604)
+    e = explain(UNTRAINED, value=REPORTED_UNTRAINED_LOSS)
     p = math_softmax(UNTRAINED)
     assert e.explained_by == 8
-    assert e.value_gap == pytest.approx(-math.log(p[8]) - 2.2604, rel=1e-10)
+    assert e.value_gap == pytest.approx(-math.log(p[8]) - REPORTED_UNTRAINED_LOSS, rel=1e-10)
     assert abs(e.value_gap) < 5e-4
     # Class 7's loss is 30x farther away than class 8's.
-    assert abs(-math.log(p[7]) - 2.2604) > 30 * abs(e.value_gap)
+    assert abs(-math.log(p[7]) - REPORTED_UNTRAINED_LOSS) > 30 * abs(e.value_gap)
     assert abs(e.next_gap) > abs(e.value_gap)
     assert e.loss is None
     assert e.target is None
@@ -74,11 +63,11 @@ def test_article_trained_prediction():
     assert e.correct is True
     assert e.runner_up == 3
     assert e.margin == pytest.approx(p[7] - p[3], rel=1e-12)
-    assert e.logit_margin == pytest.approx(10.0532 - 4.5032, rel=1e-12)
+    assert e.logit_margin == pytest.approx(TRAINED[7] - TRAINED[3], rel=1e-12)
 
 
 def test_render_tells_the_walkthrough():
-    text = explain(UNTRAINED, target=7, value=2.2604).render()
+    text = explain(UNTRAINED, target=7, value=REPORTED_UNTRAINED_LOSS).render()
     p = math_softmax(UNTRAINED)
     assert f"predicted class: 8, p = {p[8]:.4f}" in text
     assert f"p(7) = {p[7]:.4f}" in text
@@ -89,6 +78,14 @@ def test_render_tells_the_walkthrough():
     assert "<- predicted" in text
     # 2 header lines, 10 bars, 5 about the prediction and loss, uniform, entropy, 3 about value.
     assert len(text.splitlines()) == 2 + 10 + 5 + 2 + 3
+
+
+def test_render_infinite_loss_differs_from_torch_by_zero():
+    # Both losses are inf for a -inf target logit: inf - inf must not print "difference nan".
+    text = explain([0.0, -math.inf, 1.0], target=1).render()
+    assert "loss = -ln p(1) = logsumexp(z) - z[1] = inf" in text
+    assert "PyTorch CrossEntropyLoss: inf (difference 0.0e+00)" in text
+    assert "nan" not in text
 
 
 def test_render_with_labels_and_ascii():
@@ -219,6 +216,13 @@ def test_json_ready():
         (3.0, {}, r"shape \(C,\) or \(1, C\), got shape \(\)"),
         ([[0.0, 1.0], [1.0, 0.0]], {}, r"got shape \(2, 2\); for a batch"),
         (["a", "b"], {}, r"must be real numbers"),
+        ([[0.0, 1.0], [2.0]], {}, r"rows of different lengths; pass a flat list of C numbers"),
+        (np.array([1 + 2j, 0j]), {}, r"logits must be real numbers, got dtype complex128"),
+        (
+            torch.tensor([1 + 2j, 0j]),
+            {},
+            r"logits must be real numbers, got a complex tensor \(torch.complex64\); pass .real",
+        ),
         ([0.0, 1.0], {"target": 2}, r"target 2 is outside \[0, 2\)"),
         ([0.0, 1.0], {"target": -1}, r"target -1 is outside"),
         ([0.0, 1.0], {"target": 1.5}, r"integer class index, got 1.5"),

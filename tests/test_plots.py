@@ -25,7 +25,7 @@ def decoded(png: bytes) -> np.ndarray:
 
 
 def assert_drawn(figure) -> np.ndarray:
-    pixels = decoded(plots.png_bytes(figure))
+    pixels = decoded(plots.figure_bytes(figure))
     assert pixels.shape[0] > 100
     assert pixels.shape[1] > 100
     assert pixels.std() > 10  # not a blank canvas
@@ -199,7 +199,7 @@ def test_examples_grid_with_no_examples(evaluation):
     figure = plots.examples_figure(np.zeros((1, 28, 28), np.uint8), empty, title="none")
     assert not figure.axes[0].images
     assert figure.axes[0].texts[0].get_text() == "none"
-    decoded(plots.png_bytes(figure))
+    decoded(plots.figure_bytes(figure))
 
 
 def test_loss_concentration_marks_the_worst_percent():
@@ -215,14 +215,14 @@ def test_loss_concentration_marks_the_worst_percent():
 # --------------------------------------------------------------------------- files
 
 
-def test_save_png_writes_a_decodable_file_and_no_temporaries(tmp_path):
-    path = plots.save_png(plots.sigmoid_figure(), tmp_path / "deep" / "sigmoid.png")
+def test_save_figure_writes_a_decodable_file_and_no_temporaries(tmp_path):
+    path = plots.save_figure(plots.sigmoid_figure(), tmp_path / "deep" / "sigmoid.png")
     assert path == tmp_path / "deep" / "sigmoid.png"
     decoded(path.read_bytes())
     assert [p.name for p in path.parent.iterdir()] == ["sigmoid.png"]
 
 
-def test_save_png_failure_keeps_the_old_file(tmp_path, monkeypatch):
+def test_save_figure_failure_keeps_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "figure.png"
     path.write_bytes(b"old")
 
@@ -231,7 +231,7 @@ def test_save_png_failure_keeps_the_old_file(tmp_path, monkeypatch):
             raise RuntimeError("drawing failed")
 
     with pytest.raises(RuntimeError, match="drawing failed"):
-        plots.save_png(Broken(), path)
+        plots.save_figure(Broken(), path)
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["figure.png"]
 
@@ -241,7 +241,7 @@ def test_save_png_failure_keeps_the_old_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr("os.replace", fail_replace)
     with pytest.raises(OSError, match="disk full"):
-        plots.save_png(plots.sigmoid_figure(), path)
+        plots.save_figure(plots.sigmoid_figure(), path)
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["figure.png"]
 
@@ -250,7 +250,8 @@ def test_figures_never_load_pyplot_or_need_a_display():
     code = (
         "import os, sys; os.environ.pop('DISPLAY', None)\n"
         "from logloss import plots\n"
-        "plots.png_bytes(plots.likelihood_figure()); plots.png_bytes(plots.softmax_figure())\n"
+        "plots.figure_bytes(plots.likelihood_figure())\n"
+        "plots.figure_bytes(plots.softmax_figure())\n"
         "print('matplotlib.pyplot' in sys.modules)\n"
     )
     result = subprocess.run(

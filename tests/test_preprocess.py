@@ -138,3 +138,13 @@ def test_load_image_rejects_non_images(tmp_path):
         load_image(text)
     with pytest.raises(ValueError, match="no such image file"):
         load_image(tmp_path / "missing.png")
+
+
+def test_a_decompression_bomb_is_a_clear_error(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    Image.new("L", (64, 64), 255).save(path)
+    assert load_image(path).shape == (64, 64)  # readable under Pillow's usual limit
+    # Pillow refuses images of more than twice MAX_IMAGE_PIXELS: 4096 > 2 * 1000.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ValueError, match=r"big\.png is too large to read safely"):
+        load_image(path)

@@ -9,10 +9,12 @@ import io
 import json
 import math
 import re
+import shutil
 from contextlib import redirect_stdout
 
+import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from conftest import chromium_driver
 from logloss import report
@@ -264,3 +266,100 @@ def test_report_index_out_of_range(capsys, run, data_dir, tmp_path):
     assert status == 2
     assert "index 10000 is out of range" in capsys.readouterr().err
     assert not (tmp_path / "r.html").exists()
+
+
+# --------------------------------------------------------------------------- which weights
+
+
+def plain_text(page_html: str) -> str:
+    """The page's text without tags (``<data>`` elements keep their shown value)."""
+    return re.sub(r"<[^>]+>", "", page_html)
+
+
+def test_trained_epochs_reads_best_and_last_from_checkpoint_json():
+    records = [{"epoch": 1}, {"epoch": 2}, {"epoch": 3}, {"epoch": 4}, {"epoch": 5}]
+    assert report.trained_epochs({"best": {"epoch": 3}, "last": {"epoch": 5}}, records) == (3, 5)
+    # No last record in checkpoint.json: the count of metrics.jsonl lines.
+    assert report.trained_epochs({"best": {"epoch": 2}}, records) == (2, 5)
+    # No best record (a run stopped before its first epoch ended): nothing to name.
+    assert report.trained_epochs({"best": None}, []) == (None, 0)
+    assert report.trained_epochs({"best": {"epoch": True}, "last": {"epoch": "2"}}, []) == (
+        None,
+        0,
+    )
+
+
+def test_page_names_the_best_epoch_it_evaluates(page, rendered, run):
+    metadata = json.loads((run / "checkpoint.json").read_text(encoding="utf-8"))
+    best, last = metadata["best"]["epoch"], metadata["last"]["epoch"]
+    assert last == len(report.read_metrics(run))
+    values = {n["id"]: float(n["value"]) for n in rendered["numbers"]}
+    assert (values["best-epoch"], values["epochs"]) == (best, last)
+    text = plain_text(page.read_text(encoding="utf-8"))
+    assert f"best epoch {best} of {last}" in text
+    assert f"with the weights of the best epoch, {best} of {last}" in text
+
+
+def test_page_says_best_epoch_when_it_precedes_the_last(run, data_dir, tmp_path):
+    # The small run has one epoch; a copy whose checkpoint.json and metrics.jsonl say that
+    # epoch 1 of 3 was the best stands for a run that overfitted after its first epoch.
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    metadata = json.loads((copy / "checkpoint.json").read_text(encoding="utf-8"))
+    first = report.read_metrics(copy)[0]
+    records = [{**first, "epoch": k} for k in (1, 2, 3)]
+    metadata["best"], metadata["last"] = records[0], records[2]
+    (copy / "checkpoint.json").write_text(json.dumps(metadata), encoding="utf-8")
+    (copy / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in records), encoding="utf-8"
+    )
+    built = report.build_report(copy, split="validation", data_dir=data_dir, download=False)
+    text = plain_text(built.html)
+    assert (built.numbers["best-epoch"], built.numbers["epochs"]) == (1, 3)
+    assert "best epoch 1 of 3" in text
+    assert "with the weights of the best epoch, 1 of 3 (highest validation accuracy)" in text
+    assert "after 3 epoch" not in text
+
+
+# --------------------------------------------------------------------------- the sample image
+
+
+@pytest.mark.parametrize("scale", [1, 4])
+def test_png_bytes_matches_pillow_nearest_resize(scale):
+    from logloss.data.render import png_bytes
+
+    image = np.random.default_rng(scale).integers(0, 256, size=(5, 7), dtype=np.uint8)
+    reference = Image.fromarray(image).resize((7 * scale, 5 * scale), Image.Resampling.NEAREST)
+    with Image.open(io.BytesIO(png_bytes(image, scale=scale))) as plain:
+        assert plain.format == "PNG"
+        assert plain.mode == "L"
+        np.testing.assert_array_equal(np.asarray(plain), np.asarray(reference))
+    with Image.open(io.BytesIO(png_bytes(image, scale=scale, invert=True))) as inverted:
+        np.testing.assert_array_equal(np.asarray(inverted), np.asarray(ImageOps.invert(reference)))
+
+
+@pytest.mark.parametrize(
+    ("image", "scale", "message"),
+    [
+        (np.zeros((2, 2), np.float32), 1, r"expected one uint8 image of shape \(H, W\)"),
+        (np.zeros((2, 2, 3), np.uint8), 1, r"expected one uint8 image of shape \(H, W\)"),
+        (np.zeros((2, 2), np.uint8), 0, "scale must be an integer from 1 to 64, got 0"),
+        (np.zeros((2, 2), np.uint8), True, "scale must be an integer from 1 to 64, got True"),
+    ],
+)
+def test_png_bytes_rejects_bad_input(image, scale, message):
+    from logloss.data.render import png_bytes
+
+    with pytest.raises(ValueError, match=message):
+        png_bytes(image, scale=scale)
+
+
+def test_page_sample_is_the_test_digit_inverted_and_enlarged(page, data_dir):
+    from logloss.data import load_dataset
+
+    images, _ = load_dataset("mnist", "test", data_dir=data_dir, download=False)
+    text = page.read_text(encoding="utf-8")
+    source = re.search(r'id="figure-sample"[^>]*src="data:image/png;base64,([^"]*)"', text)
+    with Image.open(io.BytesIO(base64.b64decode(source.group(1)))) as sample:
+        pixels = np.asarray(sample.convert("L"))
+    np.testing.assert_array_equal(pixels, np.kron(255 - images[0], np.ones((4, 4), np.uint8)))

@@ -22,6 +22,7 @@ from logloss.training import (
     evaluate_model,
     make_loss,
     parse_hidden,
+    pixel_normalization,
     train,
 )
 
@@ -68,6 +69,9 @@ def test_config_round_trips_and_rejects_unknown_options():
         ({"dropout": 1.0}, r"dropout must be a number in \[0.0, 1.0\)"),
         ({"target_accuracy": 98.0}, r"target_accuracy must be a number in \(0.0, 1.0\]"),
         ({"hidden": "a,b"}, "comma-separated layer widths"),
+        ({"validation_size": 0}, r"validation_size must be a count .* or a fraction in \(0, 1\)"),
+        ({"validation_size": 1.0}, "validation_size must be a count"),
+        ({"validation_size": True}, "validation_size must be a count"),
     ],
 )
 def test_bad_options_are_clear_errors(changes, message):
@@ -86,6 +90,31 @@ def test_presets():
     assert parse_hidden("1024, 512,") == (1024, 512)
 
 
+def test_the_default_validation_size_is_a_twelfth_5000_for_mnist():
+    from logloss.data import split_train_validation
+
+    assert TrainConfig().validation_size == pytest.approx(1 / 12, rel=1e-15)
+    labels = np.arange(60_000) % 10
+    by_fraction = split_train_validation(labels, labels, validation_size=1 / 12, seed=0)
+    by_count = split_train_validation(labels, labels, validation_size=5000, seed=0)
+    assert len(by_fraction[3]) == 5000
+    np.testing.assert_array_equal(by_fraction[3], by_count[3])  # the very same samples
+    config = TrainConfig(validation_size=0.2)
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_cli_validation_size_takes_a_count_or_a_fraction():
+    from logloss.train_config import parse_validation_size
+
+    assert parse_validation_size("5000") == 5000
+    assert isinstance(parse_validation_size("5000"), int)
+    assert parse_validation_size("0.25") == 0.25
+    with pytest.raises(ValueError, match=r"a count such as 5000 or a fraction such as 0\.1"):
+        parse_validation_size("many")
+    with pytest.raises(ValueError, match="fraction in"):
+        parse_validation_size("1.5")
+
+
 # --- pieces -----------------------------------------------------------------------------------
 
 
@@ -100,6 +129,27 @@ def test_evaluate_model_matches_scikit_learn():
     assert result.loss == pytest.approx(log_loss(labels.numpy(), probabilities), rel=1e-6)
     accuracy, loss = result  # unpacks as a tuple
     assert (accuracy, loss) == (result.accuracy, result.loss)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pixel_normalization_matches_numpy(seed):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(50, 7, 9), dtype=np.uint8)
+    images[:10] = 0  # plenty of blank paper, as in MNIST
+    normalization = pixel_normalization(images)
+    pixels = images.astype(np.float64) / 255.0
+    assert normalization.mean == pytest.approx(np.mean(pixels), rel=1e-12)
+    assert normalization.std == pytest.approx(np.std(pixels), rel=1e-12)
+    assert normalization.divide_by == 255.0
+
+
+def test_pixel_normalization_extremes_and_bad_input():
+    assert pixel_normalization(np.zeros((3, 3), dtype=np.uint8))[:2] == (0.0, 0.0)
+    assert pixel_normalization(np.full(5, 255, dtype=np.uint8))[:2] == (1.0, 0.0)
+    with pytest.raises(ValueError, match="need uint8 pixels"):
+        pixel_normalization(np.zeros((2, 2), dtype=np.float32))
+    with pytest.raises(ValueError, match="at least one"):
+        pixel_normalization(np.zeros((0, 28, 28), dtype=np.uint8))
 
 
 def test_losses_agree_with_torch():
@@ -179,12 +229,34 @@ def test_a_short_run_lowers_the_loss_from_ln_10_and_beats_chance(tmp_path, data_
 
     images, labels = load_dataset("mnist", "test", data_dir=data_dir)
     assert initial.evaluate(images, labels).loss == pytest.approx(math.log(10), abs=0.15)
-    assert best.evaluate(images, labels).accuracy == history.test["best_accuracy"]
+    predicted = best.logits(images).argmax(1)
+    assert accuracy_score(labels, predicted) == history.test["best_accuracy"]
 
     with pytest.raises(ValueError, match="already holds a training run"):
         train(TrainConfig(**TINY), out_dir=run, data_dir=data_dir)
     with pytest.raises(ValueError, match=r"complete \(status: finished\): nothing to resume"):
         train(TrainConfig(**TINY), out_dir=run, data_dir=data_dir, resume=True)
+
+
+def test_digits_trains_offline_with_the_default_validation_size(tmp_path, capsys):
+    from logloss.cli import main
+    from logloss.data import load_dataset
+
+    out = tmp_path / "digits"
+    argv = ["train", "--dataset", "digits", "--out", str(out), "--epochs", "1"]
+    assert main([*argv, "--batch-size", "64", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["status"] == "finished"
+    assert summary["config"]["validation_size"] == pytest.approx(1 / 12, rel=1e-15)
+    metadata = ckpt.read_metadata(out)
+    assert metadata["sizes"] == {"train": 1317, "validation": 120, "test": 360}  # 1437 = 1317+120
+    assert metadata["architecture"]["input_shape"] == [8, 8]
+    checkpoint = ckpt.load_checkpoint(out)
+    images, labels = load_dataset("digits", "test", download=False)
+    assert images.shape[1:] == (8, 8)
+    accuracy = accuracy_score(labels, checkpoint.logits(images).argmax(1))
+    assert accuracy == summary["test"]["best_accuracy"]
+    assert accuracy > 0.5  # chance is 0.1
 
 
 def _weights(run) -> dict[str, torch.Tensor]:

@@ -38,7 +38,8 @@
 #endif
 
 /* exp(x) = 2^k p(r), k = round(x / ln 2), r = x - k ln 2 in [-ln2/2, ln2/2]; relative error
- * ~1e-7.  Below ln(FLT_MIN) the result is 0 (exp(-inf) = 0 exactly); NaN stays NaN. */
+ * ~1e-7.  Below ln(FLT_MIN) the result is 0 (exp(-inf) = 0 exactly); NaN stays NaN (k is set
+ * to 0 for a NaN x, since converting NaN to int32_t is undefined behaviour, and r carries it). */
 #define BLOCK 512 /* elements per float partial sum */
 
 static inline float fast_expf(float x) {
@@ -47,6 +48,7 @@ static inline float fast_expf(float x) {
     xc = xc < lo ? lo : xc;
     /* round to nearest by the 1.5 * 2^23 trick (valid for |y| < 2^22) */
     float kf = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    kf = kf == kf ? kf : 0.0f; /* NaN x: a defined conversion below; r = NaN makes y NaN */
     float r = xc - kf * 0.693359375f;
     r = r - kf * -2.12194440e-4f;
     float p = 1.9875691500e-4f;
@@ -91,12 +93,19 @@ typedef struct job {
     float smoothing, scale;
     float *loss; /* (n,) */
     int64_t row_begin, row_end; /* the block of rows being computed */
-    int out_of_memory;          /* set by a thread that could not get its scratch row */
     int64_t *next_row;          /* shared: first row no thread has taken yet */
     int64_t step;               /* rows taken at a time */
     void (*run)(struct job *);  /* rows_float32 or rows_bfloat16 */
     float *scratch;             /* bfloat16: one float32 row per thread */
 } job_t;
+
+/* A target outside [0, c) that is not ignore_index (Python rejects these before calling, so this
+ * is defence in depth): NaN loss and gradient row instead of a read outside the row. */
+static void bad_row_float32(const job_t *jb, float *gi, int64_t i) {
+    jb->loss[i] = NAN;
+    if (gi)
+        for (int64_t k = 0; k < jb->c; ++k) gi[k] = NAN;
+}
 
 /* float32 rows.  Sweep 2 stores e = exp(x - max) in g, sweep 3 rescales it: one exp per
  * element.  (Streaming stores to g through a scratch row for e were tried: no measurable gain.) */
@@ -113,28 +122,36 @@ static void rows_float32(job_t *jb) {
             if (gi) memset(gi, 0, (size_t)c * sizeof(float));
             continue;
         }
-        /* sweep 1: max (and, with smoothing, the sum of x: blocks of BLOCK elements summed in
-         * float, vectorised, the block sums in double) */
+        if (t < 0 || t >= c) { /* validated in Python; never read outside the row */
+            bad_row_float32(jb, gi, i);
+            continue;
+        }
+        /* sweep 1: max, a NaN flag (the max skips NaN) and, with smoothing, the sum of x
+         * (blocks of BLOCK elements summed in float, vectorised, the block sums in double) */
         float mx = -FLT_MAX;
         double sumx = 0.0;
+        int nan = 0;
         if (eps > 0.0f) {
             for (int64_t k0 = 0; k0 < c; k0 += BLOCK) {
                 const int64_t k1 = k0 + BLOCK < c ? k0 + BLOCK : c;
                 float bs = 0.0f;
-#pragma omp simd reduction(max : mx) reduction(+ : bs)
+#pragma omp simd reduction(max : mx) reduction(+ : bs) reduction(| : nan)
                 for (int64_t k = k0; k < k1; ++k) {
                     mx = xi[k] > mx ? xi[k] : mx;
                     bs += xi[k];
+                    nan |= xi[k] != xi[k];
                 }
                 sumx += bs;
             }
         } else {
-#pragma omp simd reduction(max : mx)
-            for (int64_t k = 0; k < c; ++k) mx = xi[k] > mx ? xi[k] : mx;
+#pragma omp simd reduction(max : mx) reduction(| : nan)
+            for (int64_t k = 0; k < c; ++k) {
+                mx = xi[k] > mx ? xi[k] : mx;
+                nan |= xi[k] != xi[k];
+            }
         }
         const float xt = xi[t]; /* read before g (possibly x itself) is written */
-        /* sweep 2: e = exp(x - max) and their sum.  A NaN logit, skipped by the max, makes the
-         * sum NaN here (exp(NaN) = NaN), so the loss and gradient are NaN as in PyTorch. */
+        /* sweep 2: e = exp(x - max) and their sum (a NaN logit also makes e NaN there) */
         double sum = 0.0;
         for (int64_t k0 = 0; k0 < c; k0 += BLOCK) {
             const int64_t k1 = k0 + BLOCK < c ? k0 + BLOCK : c;
@@ -152,6 +169,7 @@ static void rows_float32(job_t *jb) {
             }
             sum += bs;
         }
+        if (nan) sum = NAN; /* a NaN logit: NaN loss and gradient row, as in PyTorch */
         const double lse = mx + log(sum);
         /* eps = 0 skips the sum: 0 * (-inf) would be NaN for rows holding -inf logits */
         jb->loss[i] = (float)(lse - (1.0 - eps) * xt - (eps > 0.0f ? (double)eps / c * sumx : 0.0));
@@ -177,6 +195,12 @@ static void rows_bfloat16_scratch(const job_t *jb, float *e) {
         if (t == jb->ignore_index) {
             jb->loss[i] = 0.0f;
             if (gi) memset(gi, 0, (size_t)c * sizeof(uint16_t));
+            continue;
+        }
+        if (t < 0 || t >= c) { /* validated in Python; never read outside the row */
+            jb->loss[i] = NAN;
+            if (gi)
+                for (int64_t k = 0; k < c; ++k) gi[k] = 0x7FC0u; /* bfloat16 quiet NaN */
             continue;
         }
         float mx = -FLT_MAX;
@@ -205,7 +229,7 @@ static void rows_bfloat16_scratch(const job_t *jb, float *e) {
             }
             sum += bs;
         }
-        if (sumx != sumx) sum = NAN;
+        if (sumx != sumx) sum = NAN; /* a NaN logit (the max skips it): NaN loss and gradient */
         const double lse = mx + log(sum);
         jb->loss[i] = (float)(lse - (1.0 - eps) * xt - (eps > 0.0f ? (double)eps / c * sumx : 0.0));
         if (!gi) continue;
@@ -224,10 +248,7 @@ static void *worker(void *arg) {
     job_t *jb = (job_t *)arg;
     if (jb->run == rows_bfloat16) {
         jb->scratch = malloc((size_t)(jb->c > 0 ? jb->c : 1) * sizeof(float));
-        if (!jb->scratch) {
-            jb->out_of_memory = 1;
-            return NULL;
-        }
+        if (!jb->scratch) return NULL; /* takes no rows; the caller checks that all were done */
     }
     for (;;) {
         const int64_t r0 = __atomic_fetch_add(jb->next_row, jb->step, __ATOMIC_RELAXED);
@@ -246,7 +267,9 @@ static void *worker(void *arg) {
 /* The loss of each row into loss[0..n) and, when g is not NULL, the gradient into g.
  * dtype: 0 float32, 1 bfloat16 (x and g alike).  Up to nthreads threads share the rows.
  * Returns the number of threads that could not be started (the others did their rows), -1 for
- * an unknown dtype (nothing computed), -2 when a scratch row could not be allocated. */
+ * an unknown dtype (nothing computed), -2 when rows were left undone because no thread could
+ * allocate its scratch row.  A thread without scratch takes no rows, so when another thread
+ * got one and did all the rows, that is not an error. */
 int logloss_ce_forward(const void *x, int64_t ldx, void *g, int64_t ldg, const int64_t *target,
                        int64_t n, int64_t c, int64_t ignore_index, float smoothing, float scale,
                        float *loss, int dtype, int nthreads) {
@@ -271,7 +294,7 @@ int logloss_ce_forward(const void *x, int64_t ldx, void *g, int64_t ldg, const i
     int started[MAX_THREADS];
     for (int k = 0; k < nthreads; ++k) {
         job_t jb = {x, ldx, g, ldg, target, n, c, ignore_index, smoothing, scale, loss, 0, 0,
-                    0, &next_row, step, run, NULL};
+                    &next_row, step, run, NULL};
         jobs[k] = jb;
     }
     int failed = 0;
@@ -282,7 +305,7 @@ int logloss_ce_forward(const void *x, int64_t ldx, void *g, int64_t ldg, const i
     worker(&jobs[0]);
     for (int k = 1; k < nthreads; ++k)
         if (started[k]) pthread_join(tids[k], NULL);
-    for (int k = 0; k < nthreads; ++k)
-        if (jobs[k].out_of_memory) return -2;
+    /* next_row only passes n once threads that had their scratch row took every row */
+    if (__atomic_load_n(&next_row, __ATOMIC_RELAXED) < n) return -2;
     return failed;
 }

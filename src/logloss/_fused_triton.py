@@ -8,9 +8,12 @@ the (cached) row writes dL/dz = s (softmax - (1 - eps) onehot - eps/C).  Same ma
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from logloss.fused import RowOptions
 
 
 @functools.lru_cache(maxsize=1)
@@ -79,9 +82,7 @@ def rows(
     target: torch.Tensor,
     grad: torch.Tensor | None,
     loss: torch.Tensor,
-    ignore_index: int,
-    smoothing: float,
-    scale: float | torch.Tensor,
+    opts: RowOptions,
 ) -> None:
     """Loss rows of ``z`` (n, C) into ``loss`` (n,) float32; gradient into ``grad`` (may be z)."""
     import triton
@@ -89,8 +90,7 @@ def rows(
     n, c = z.shape
     if z.stride(1) != 1:
         z = z.contiguous()
-    scale_t = torch.as_tensor(scale, dtype=torch.float32, device=z.device).reshape(1)
-    loss32 = loss if loss.dtype == torch.float32 else torch.empty_like(loss, dtype=torch.float32)
+    scale_t = torch.as_tensor(opts.scale, dtype=torch.float32, device=z.device).reshape(1)
     block = min(triton.next_power_of_2(c), 4096)
     g = grad if grad is not None else z  # unused when WRITE_GRAD is False
     _kernel()[(n,)](
@@ -99,15 +99,13 @@ def rows(
         g,
         g.stride(0),
         target,
-        loss32,
+        loss,  # float32: fused._loss_rows for the float16/bfloat16/float32 logits sent here
         scale_t,
         c,
-        ignore_index,
-        smoothing,
+        opts.ignore_index,
+        opts.smoothing,
         BLOCK=block,
         WRITE_GRAD=grad is not None,
-        SMOOTHING=smoothing > 0.0,
+        SMOOTHING=opts.smoothing > 0.0,
         num_warps=8 if block >= 2048 else 4,
     )
-    if loss32 is not loss:
-        loss.copy_(loss32)

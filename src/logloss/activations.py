@@ -133,9 +133,9 @@ def _apply_axis(
     ax = normalize_axis(axis, xc.ndim)
     if is_tensor(xc):
         return torch_fn(xc, ax)
-    if xc.ndim == 0:  # a scalar is a single class, as in torch
-        return restore(np_fn(xc.reshape(1), 0).reshape(()))
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if xc.ndim == 0:  # a scalar is a single class, as in torch
+            return restore(np_fn(xc.reshape(1), 0).reshape(()))
         return restore(np_fn(xc, ax))
 
 

@@ -14,13 +14,13 @@ A run directory holds::
 Every file is written to a temporary file in the same folder and then renamed over the old one
 (``os.replace``), so a crash or Ctrl-C never leaves half a file.  Tensors go into safetensors; the
 rest of a state (numbers, strings, nested dicts) goes into the safetensors header's metadata as
-JSON.  Nothing is ever unpickled: ``torch.load`` is not used.
+JSON.  Nothing is ever unpickled: ``torch.load`` is not used.  A damaged or foreign file is a
+``ValueError`` naming the file, never a traceback from the JSON or safetensors reader.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,11 +34,12 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from logloss._atomic import write_bytes_atomic, write_text_atomic
+from logloss.explain import json_ready
 from logloss.model import Architecture, DenseNet, check_state_dict
 from logloss.train_config import TrainConfig
 
 if TYPE_CHECKING:
-    from logloss.training import Evaluation
+    from logloss.training import Score
 
 FORMAT = "logloss.checkpoint"
 FORMAT_VERSION = 1
@@ -53,18 +54,32 @@ WEIGHT_FILES = {
 _HEADER_KEY = "logloss"  # safetensors metadata key holding this file's JSON
 
 
+# Non-finite floats in checkpoint.json and metrics.jsonl: written by json_ready as "NaN",
+# "Infinity", "-Infinity"; files written before it used Python's str(): "nan", "inf", "-inf".
+_NON_FINITE = {text: float(text) for text in ("NaN", "Infinity", "-Infinity", "nan", "inf", "-inf")}
+
+
 def to_json(value: Any) -> str:
-    """Strict JSON (non-finite floats written as the strings "nan", "inf", "-inf")."""
-    return json.dumps(_finite_json(value), indent=2, sort_keys=True, allow_nan=False)
+    """Strict JSON (non-finite floats written as the strings "NaN", "Infinity", "-Infinity").
+
+    >>> to_json({"loss": float("inf")})
+    '{\\n  "loss": "Infinity"\\n}'
+    """
+    return json.dumps(json_ready(value), indent=2, sort_keys=True, allow_nan=False)
 
 
-def _finite_json(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(k): _finite_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_json(v) for v in value]
+def from_json(value: Any) -> Any:
+    """Inverse of the non-finite spelling of :func:`to_json`, old (``"nan"``) or new (``"NaN"``).
+
+    >>> from_json({"a": ["Infinity", "-inf", 1.5], "status": "finished"})
+    {'a': [inf, -inf, 1.5], 'status': 'finished'}
+    """
+    if isinstance(value, str):
+        return _NON_FINITE.get(value, value)
+    if isinstance(value, list):
+        return [from_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: from_json(v) for k, v in value.items()}
     return value
 
 
@@ -135,18 +150,35 @@ def save_state(path: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
 
 def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a state written by :func:`save_state` (tensors on the CPU)."""
+    tensors, header = _read_safetensors(path, "checkpoint")
+    if _HEADER_KEY not in header:
+        raise ValueError(f"{path} was not written by logloss (no {_HEADER_KEY!r} metadata)")
+    try:
+        return join_tensors(json.loads(header[_HEADER_KEY]), tensors)
+    except (ValueError, TypeError, KeyError, AttributeError) as error:  # JSONDecodeError too
+        raise ValueError(
+            f"{path} is damaged: its {_HEADER_KEY!r} metadata does not describe a saved state "
+            f"({error}); the run cannot be resumed from it: start a new run with another --out "
+            "(its best/last weights may still load)"
+        ) from None
+
+
+def _read_safetensors(path: str | os.PathLike[str], what: str) -> tuple[dict, dict[str, str]]:
+    """``(tensors on the CPU, the header's __metadata__)`` of a safetensors file.
+
+    Raises:
+        ValueError: no such file, or not a readable safetensors file (named as ``what``).
+    """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"no checkpoint file {path}")
+        raise ValueError(f"no {what} file {path}")
     data = path.read_bytes()
     try:
         tensors = load_safetensors_bytes(data)
         header = _safetensors_metadata(data)
-    except (SafetensorError, ValueError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} is not a readable safetensors checkpoint: {error}") from None
-    if _HEADER_KEY not in header:
-        raise ValueError(f"{path} was not written by logloss (no {_HEADER_KEY!r} metadata)")
-    return join_tensors(json.loads(header[_HEADER_KEY]), tensors)
+    except (SafetensorError, ValueError, TypeError) as error:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path} is not a readable safetensors {what} file: {error}") from None
+    return dict(tensors), header
 
 
 def _safetensors_metadata(data: bytes) -> dict[str, str]:
@@ -173,16 +205,15 @@ def save_weights(path: str | os.PathLike[str], model: torch.nn.Module, info: Map
 
 def load_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict]:
     """Read ``(state_dict, info)`` written by :func:`save_weights` (tensors on the CPU)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"no weights file {path}")
-    data = path.read_bytes()
+    tensors, header = _read_safetensors(path, "weights")
     try:
-        tensors = load_safetensors_bytes(data)
-        info = json.loads(_safetensors_metadata(data).get(_HEADER_KEY, "{}"))
-    except (SafetensorError, ValueError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} is not a readable safetensors weights file: {error}") from None
-    return dict(tensors), dict(info) if isinstance(info, dict) else {}
+        info = json.loads(header.get(_HEADER_KEY, "{}"))
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path} is damaged: its {_HEADER_KEY!r} metadata is not JSON ({error}); use another "
+            "of the run's weights (--which) or train again"
+        ) from None
+    return tensors, dict(info) if isinstance(info, dict) else {}
 
 
 def write_metadata(directory: str | os.PathLike[str], metadata: Mapping[str, Any]) -> None:
@@ -199,9 +230,11 @@ def read_metadata(directory: str | os.PathLike[str]) -> dict[str, Any]:
             "--out folder of a `logloss train` run"
         )
     try:
-        metadata = json.loads(path.read_text(encoding="utf-8"))
+        metadata = from_json(json.loads(path.read_text(encoding="utf-8")))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
+        raise ValueError(
+            f"{path} is damaged: not valid JSON ({error}); restore it from a copy or train again"
+        ) from None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise ValueError(f"{path} is not a logloss checkpoint (format is not {FORMAT!r})")
     if metadata.get("format_version") != FORMAT_VERSION:
@@ -214,7 +247,7 @@ def read_metadata(directory: str | os.PathLike[str]) -> dict[str, Any]:
 
 def write_metrics(directory: str | os.PathLike[str], records: list[Mapping[str, Any]]) -> None:
     """Write ``metrics.jsonl`` (one compact JSON object per epoch) atomically."""
-    lines = [json.dumps(_finite_json(dict(r)), sort_keys=True) for r in records]
+    lines = [json.dumps(json_ready(dict(r)), sort_keys=True, allow_nan=False) for r in records]
     write_text_atomic(Path(directory) / METRICS_FILE, "".join(line + "\n" for line in lines))
 
 
@@ -299,7 +332,7 @@ class Checkpoint:
             return np.zeros((0, self.model.architecture.num_classes), dtype=np.float32)
         return np.concatenate(chunks).astype(np.float32, copy=False)
 
-    def evaluate(self, images: np.ndarray, labels: np.ndarray) -> Evaluation:
+    def evaluate(self, images: np.ndarray, labels: np.ndarray) -> Score:
         """Accuracy and mean cross-entropy (natural log) on uint8 images and their labels."""
         from logloss.training import evaluate_model
 
@@ -335,8 +368,7 @@ def load_checkpoint(
         raise ValueError(f"which must be one of {sorted(WEIGHT_FILES)}, got {which!r}")
     directory = Path(directory)
     metadata = read_metadata(directory)
-    architecture = Architecture.from_dict(metadata["architecture"])
-    config = TrainConfig.from_dict(metadata["config"])
+    architecture, config = _read_run_description(directory / METADATA_FILE, metadata)
     path = directory / WEIGHT_FILES[which]
     if not path.is_file():
         raise ValueError(
@@ -344,10 +376,10 @@ def load_checkpoint(
             "'last' and 'best'); choose another with which=/--which"
         )
     state, info = load_weights(path)
-    if info.get("architecture", metadata["architecture"]) != metadata["architecture"]:
+    if info.get("architecture", architecture.to_dict()) != architecture.to_dict():
         raise ValueError(
             f"{path} was saved for architecture {info.get('architecture')}, but "
-            f"{METADATA_FILE} describes {metadata['architecture']}: the folder mixes two runs"
+            f"{METADATA_FILE} describes {architecture.to_dict()}: the folder mixes two runs"
         )
     model = DenseNet(architecture)
     check_state_dict(model, state, str(path))
@@ -362,3 +394,34 @@ def load_checkpoint(
         which=which,
         device=target,
     )
+
+
+def _read_run_description(
+    path: Path, metadata: Mapping[str, Any]
+) -> tuple[Architecture, TrainConfig]:
+    """``(Architecture, TrainConfig)`` of a ``checkpoint.json``; normalisation, classes checked.
+
+    Raises:
+        ValueError: ``path is damaged: ...`` when an entry is missing or malformed.
+    """
+    try:
+        architecture = Architecture.from_dict(metadata["architecture"])
+        config = TrainConfig.from_dict(metadata["config"])
+        normalization = Normalization(**metadata["normalization"])
+        classes = metadata["classes"]
+        numbers_ok = all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in normalization
+        )
+        if not numbers_ok or not normalization.std > 0:
+            raise ValueError(f"normalization must be numbers with std > 0, got {normalization}")
+        if not isinstance(classes, list) or len(classes) != architecture.num_classes:
+            raise ValueError(f"classes must list {architecture.num_classes} names, got {classes!r}")
+    except KeyError as error:
+        raise ValueError(
+            f"{path} is damaged: it has no {error} entry; restore it from a copy or train again"
+        ) from None
+    except (TypeError, ValueError, AttributeError) as error:
+        raise ValueError(
+            f"{path} is damaged: {error}; restore it from a copy or train again"
+        ) from None
+    return architecture, config

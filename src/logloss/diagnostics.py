@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -600,6 +601,42 @@ class SplitEvaluation:
         }
 
 
+def load_splits(
+    config: Any,
+    splits: Sequence[str],
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The images (N, H, W) uint8 and labels (N,) of each of ``splits`` as the training run saw
+    them, each file read once.
+
+    ``"validation"`` and ``"train"`` are the two parts of the training set, carved with the run's
+    own ``validation_size`` and ``seed`` (``config`` is the checkpoint's ``TrainConfig``), so the
+    validation split here is exactly the one training used.  Asking for both reads the training
+    file once and splits it once.
+
+    Returns:
+        ``{split: (images, labels)}`` for each distinct name in ``splits``.
+    """
+    from logloss.data import load_dataset, split_train_validation
+
+    for split in splits:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    loaded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if "test" in splits:
+        loaded["test"] = load_dataset(config.dataset, "test", data_dir=data_dir, download=download)
+    if "train" in splits or "validation" in splits:
+        images, labels = load_dataset(config.dataset, "train", data_dir=data_dir, download=download)
+        train_x, train_y, val_x, val_y = split_train_validation(
+            images, labels, validation_size=config.validation_size, seed=config.seed
+        )
+        parts = {"train": (train_x, train_y), "validation": (val_x, val_y)}
+        loaded.update({name: parts[name] for name in parts if name in splits})
+    return loaded
+
+
 def load_split(
     config: Any,
     split: str,
@@ -607,23 +644,8 @@ def load_split(
     data_dir: str | os.PathLike[str] | None = None,
     download: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The images (N, H, W) uint8 and labels (N,) of ``split`` as the training run saw them.
-
-    ``"validation"`` and ``"train"`` are the two parts of the training set, carved with the run's
-    own ``validation_size`` and ``seed`` (``config`` is the checkpoint's ``TrainConfig``), so the
-    validation split here is exactly the one training used.
-    """
-    from logloss.data import load_dataset, split_train_validation
-
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if split == "test":
-        return load_dataset(config.dataset, "test", data_dir=data_dir, download=download)
-    images, labels = load_dataset(config.dataset, "train", data_dir=data_dir, download=download)
-    train_x, train_y, val_x, val_y = split_train_validation(
-        images, labels, validation_size=config.validation_size, seed=config.seed
-    )
-    return (val_x, val_y) if split == "validation" else (train_x, train_y)
+    """The images (N, H, W) uint8 and labels (N,) of one split (see :func:`load_splits`)."""
+    return load_splits(config, (split,), data_dir=data_dir, download=download)[split]
 
 
 def evaluate_checkpoint(
@@ -658,19 +680,16 @@ def evaluate_checkpoint(
         checkpoint = load_checkpoint(checkpoint, which=which)
     loaded = time.perf_counter()
     config = checkpoint.config
-    images, labels = load_split(config, split, data_dir=data_dir, download=download)
-    validation = None
-    if calibrate:
-        validation = (
-            (images, labels)
-            if split == "validation"
-            else load_split(config, "validation", data_dir=data_dir, download=download)
-        )
+    # With calibration on, the validation split is needed too: one read of each file.
+    wanted = (split, "validation") if calibrate else (split,)
+    splits = load_splits(config, wanted, data_dir=data_dir, download=download)
+    images, labels = splits[split]
+    validation = splits["validation"] if calibrate else None
     read = time.perf_counter()
     logits = checkpoint.logits(images)  # (N, C) float32: the one pass over the split
     fit_logits = None
     if validation is not None:
-        fit_logits = logits if validation[0] is images else checkpoint.logits(validation[0])
+        fit_logits = logits if split == "validation" else checkpoint.logits(validation[0])
     forward = time.perf_counter()
     evaluation = evaluate_logits(
         logits,

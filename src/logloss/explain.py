@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from logloss._tensors import is_tensor
-from logloss.activations import log_softmax, logsumexp
+from logloss.activations import log_softmax
 
 __all__ = ["Explanation", "explain", "json_ready", "render_bars"]
 
@@ -45,8 +45,18 @@ def _as_vector(values: Any, name: str) -> np.ndarray:
     A (1, C) batch of one sample is accepted and flattened, as ``model(x)`` prints it.
     """
     if is_tensor(values):
+        if values.is_complex():  # .double() would silently drop the imaginary part
+            raise ValueError(
+                f"{name} must be real numbers, got a complex tensor ({values.dtype}); pass .real"
+            )
         values = values.detach().cpu().double().numpy()
-    array = np.asarray(values)
+    try:
+        array = np.asarray(values)
+    except ValueError:  # NumPy's "inhomogeneous shape" message for a ragged nested list
+        raise ValueError(
+            f"{name} must be one sample's vector of numbers, got rows of different lengths; "
+            f"pass a flat list of C numbers"
+        ) from None
     if array.dtype.kind not in "fiu":
         raise ValueError(f"{name} must be real numbers, got dtype {array.dtype}")
     if array.ndim == 2 and array.shape[0] == 1:
@@ -146,7 +156,7 @@ class Explanation:
         uniform_loss: ``ln C``, the loss of a uniform guess.
         target: the true class, or None.
         p_target: ``p[target]``.
-        loss: ``-ln p[target]``, computed as ``logsumexp(z) - z[target]``.
+        loss: ``-ln p[target] = logsumexp(z) - z[target]``, computed as ``-log_softmax(z)[target]``.
         torch_loss: ``torch.nn.CrossEntropyLoss()`` on the same logits (float64).
         value: a reported loss to explain, or None.
         explained_by: the class whose ``-ln p_k`` is closest to ``value``.
@@ -226,12 +236,14 @@ class Explanation:
         ]
         if self.target is not None:
             y = self.target
+            # Equal losses differ by 0, also when both are inf (inf - inf would print "nan").
+            same = self.torch_loss == self.loss
+            difference = 0.0 if same else abs(self.torch_loss - self.loss)
             verdict = "correct" if self.correct else "wrong"
             lines += [
                 f"true class: {self.name(y)} ({verdict}), p({y}) = {self.p_target:{f}}",
                 f"loss = -ln p({y}) = logsumexp(z) - z[{y}] = {self.loss:{f}}",
-                f"PyTorch CrossEntropyLoss: {self.torch_loss:{f}} "
-                f"(difference {abs(self.torch_loss - self.loss):.1e})",
+                f"PyTorch CrossEntropyLoss: {self.torch_loss:{f}} (difference {difference:.1e})",
             ]
         compare = ""
         if self.loss is not None:
@@ -318,7 +330,7 @@ def explain(
         fields.update(
             target=y,
             p_target=float(p[y]),
-            loss=float(logsumexp(z) - z[y]),
+            loss=float(losses[y]),  # -log_softmax(z)[y] = logsumexp(z) - z[y]
             torch_loss=_torch_loss(z, y),
         )
     if reported is not None:

@@ -24,6 +24,7 @@ the (N, V) logits never exist at once, and accumulates the three gradients in th
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -33,14 +34,17 @@ import sys
 import tempfile
 import threading
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
 import torch
 
+from logloss._tensors import is_tensor
+from logloss.losses import _check_index_target, _check_label_smoothing, _check_reduction
+
 __all__ = ["cross_entropy", "empty_cache", "kernel_status", "linear_cross_entropy"]
 
-_REDUCTIONS = ("none", "mean", "sum")
 _FAST_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _SOURCE = Path(__file__).with_name("_fused_kernel.c")
 # No -ffast-math: it would let the compiler assume no -inf/NaN logits (and, in a shared library
@@ -170,14 +174,21 @@ def _backend_override() -> str:
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RowOptions:
+    """What every row kernel needs besides its tensors: ``ignore_index``, the label smoothing eps
+    and the gradient pre-scale (1/N_valid for mean, 1 otherwise; a device tensor on CUDA)."""
+
+    ignore_index: int
+    smoothing: float
+    scale: float | torch.Tensor
+
+
+@functools.cache
 def _triton_available() -> bool:
-    return "triton" in sys.modules or _find_triton()
-
-
-def _find_triton() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("triton") is not None
+    return "triton" in sys.modules or importlib.util.find_spec("triton") is not None
 
 
 def _rows_c(
@@ -186,9 +197,7 @@ def _rows_c(
     target: torch.Tensor,
     grad: torch.Tensor | None,
     loss: torch.Tensor,
-    ignore_index: int,
-    smoothing: float,
-    scale: float,
+    opts: RowOptions,
 ) -> None:
     """C kernel on float32 or bfloat16 rows with unit column stride; ``grad`` may be ``z``."""
     n, c = z.shape
@@ -200,9 +209,9 @@ def _rows_c(
         target.data_ptr(),
         n,
         c,
-        ignore_index,
-        smoothing,
-        scale,
+        opts.ignore_index,
+        opts.smoothing,
+        float(opts.scale),
         loss.data_ptr(),
         _C_DTYPES[z.dtype],
         torch.get_num_threads(),
@@ -218,44 +227,28 @@ def _rows_torch(
     target: torch.Tensor,
     grad: torch.Tensor | None,
     loss: torch.Tensor,
-    ignore_index: int,
-    smoothing: float,
-    scale: float,
+    opts: RowOptions,
 ) -> None:
     """Reference math in torch (float32, or float64 for float64 z); ``grad`` may be ``z``."""
     acc = torch.float64 if z.dtype == torch.float64 else torch.float32
+    eps, scale = opts.smoothing, float(opts.scale)
     x = z.to(acc)  # (n, C)
     c = x.shape[1]
-    ignored = target == ignore_index  # (n,)
+    ignored = target == opts.ignore_index  # (n,)
     safe_t = target.masked_fill(ignored, 0).unsqueeze(1)  # (n, 1)
     lse = torch.logsumexp(x, dim=1)  # (n,)
-    row = lse - (1.0 - smoothing) * x.gather(1, safe_t).squeeze(1)
-    if smoothing > 0.0:  # skipped at 0: 0 * sum(-inf) would be NaN
-        row = row - smoothing / c * x.sum(dim=1)
+    row = lse - (1.0 - eps) * x.gather(1, safe_t).squeeze(1)
+    if eps > 0.0:  # skipped at 0: 0 * sum(-inf) would be NaN
+        row = row - eps / c * x.sum(dim=1)
     loss.copy_(row.masked_fill(ignored, 0.0))
     if grad is None:
         return
     g = torch.exp(x - lse.unsqueeze(1)).mul_(scale)
-    if smoothing > 0.0:
-        g.sub_(scale * smoothing / c)
-    g.scatter_add_(1, safe_t, torch.full_like(safe_t, -scale * (1.0 - smoothing), dtype=acc))
+    if eps > 0.0:
+        g.sub_(scale * eps / c)
+    g.scatter_add_(1, safe_t, torch.full_like(safe_t, -scale * (1.0 - eps), dtype=acc))
     g.masked_fill_(ignored.unsqueeze(1), 0.0)
     grad.copy_(g)
-
-
-def _rows_triton(
-    z: torch.Tensor,
-    target: torch.Tensor,
-    grad: torch.Tensor | None,
-    loss: torch.Tensor,
-    ignore_index: int,
-    smoothing: float,
-    scale: float | torch.Tensor,
-) -> None:
-    """Triton kernel: one program per row (CUDA only; not exercised on the CPU-only CI)."""
-    from logloss import _fused_triton
-
-    _fused_triton.rows(z, target, grad, loss, ignore_index, smoothing, scale)
 
 
 def _rows(
@@ -263,26 +256,25 @@ def _rows(
     target: torch.Tensor,
     grad: torch.Tensor | None,
     loss: torch.Tensor,
-    ignore_index: int,
-    smoothing: float,
-    scale: float | torch.Tensor,
+    opts: RowOptions,
 ) -> None:
-    """Loss rows (and gradient) of ``z`` (n, C) with the fastest backend for its device/dtype."""
+    """Loss rows (n,) of ``z`` (n, C), and the gradient into ``grad`` (may be ``z``), with the
+    fastest backend for its device and dtype."""
     if z.is_cuda and z.dtype in _FAST_DTYPES and _triton_available():
-        _rows_triton(z, target, grad, loss, ignore_index, smoothing, scale)
+        from logloss import _fused_triton  # CUDA only; not exercised on the CPU-only CI
+
+        _fused_triton.rows(z, target, grad, loss, opts)
         return
-    if isinstance(scale, torch.Tensor):  # device-side 1/N_valid; the CPU paths want a number
-        scale = float(scale)
     fn = None
     if z.device.type == "cpu" and z.dtype in _FAST_DTYPES and _backend_override() == "auto":
         fn = _load_kernel()
     if fn is None:
         for r0, r1 in _row_chunks(z.shape[0], z.shape[1]):
             g = None if grad is None else grad[r0:r1]
-            _rows_torch(z[r0:r1], target[r0:r1], g, loss[r0:r1], ignore_index, smoothing, scale)
+            _rows_torch(z[r0:r1], target[r0:r1], g, loss[r0:r1], opts)
         return
     if z.dtype in _C_DTYPES and z.stride(1) == 1 and (grad is None or grad.stride(1) == 1):
-        _rows_c(fn, z, target, grad, loss, ignore_index, smoothing, scale)
+        _rows_c(fn, z, target, grad, loss, opts)
         return
     # float16 (or strided) rows: through a float32 scratch chunk, accumulate in float32
     rows = _row_chunks(z.shape[0], z.shape[1])
@@ -290,16 +282,7 @@ def _rows(
     for r0, r1 in rows:
         buf = scratch[: r1 - r0]
         buf.copy_(z[r0:r1])
-        _rows_c(
-            fn,
-            buf,
-            target[r0:r1],
-            None if grad is None else buf,
-            loss[r0:r1],
-            ignore_index,
-            smoothing,
-            scale,
-        )
+        _rows_c(fn, buf, target[r0:r1], None if grad is None else buf, loss[r0:r1], opts)
         if grad is not None:
             grad[r0:r1].copy_(buf)
 
@@ -415,31 +398,33 @@ class _FusedCrossEntropy(torch.autograd.Function):
         ctx: Any,
         logits: torch.Tensor,
         target: torch.Tensor,
-        ignore_index: int,
+        opts: RowOptions,
         reduction: str,
-        label_smoothing: float,
         inplace_backward: bool,
+        grad_enabled: bool,
     ) -> torch.Tensor:
-        need_grad = ctx.needs_input_grad[0]
-        n_valid = (target != ignore_index).sum()
-        scale = _scale_for(reduction, n_valid)
+        # needs_input_grad says whether logits require grad, not whether grad mode is on (inside
+        # forward it is always off): under torch.no_grad() no gradient is made or written
+        need_grad = grad_enabled and ctx.needs_input_grad[0]
+        n_valid = (target != opts.ignore_index).sum()
+        opts = RowOptions(opts.ignore_index, opts.smoothing, _scale_for(reduction, n_valid))
         loss_rows = _loss_rows(logits)
         grad = None
         if need_grad:
             grad = logits if inplace_backward else _new_buffer(logits)
-        _rows(logits, target, grad, loss_rows, ignore_index, label_smoothing, scale)
+        _rows(logits, target, grad, loss_rows, opts)
         if need_grad and inplace_backward:
             # the logits now hold the gradient: autograd errors if anything else saved them
             torch.autograd.graph.increment_version(logits)
         ctx.buffer = _GradBuffer(grad)
         # a second backward (retain_graph=True, gradcheck) recomputes from the saved logits
         ctx.save_for_backward(None if inplace_backward else logits, target)
-        ctx.options = (ignore_index, reduction, label_smoothing, scale)
+        ctx.options = (opts, reduction)
         return _reduce(loss_rows, reduction, n_valid).to(logits.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        ignore_index, reduction, label_smoothing, scale = ctx.options
+        opts, reduction = ctx.options
         grad = ctx.buffer.take()
         if grad is None:
             logits, target = ctx.saved_tensors
@@ -450,35 +435,25 @@ class _FusedCrossEntropy(torch.autograd.Function):
                     "gradient); use inplace_backward=False to backpropagate more than once"
                 )
             grad = _new_buffer(logits)
-            _rows(logits, target, grad, _loss_rows(logits), ignore_index, label_smoothing, scale)
+            _rows(logits, target, grad, _loss_rows(logits), opts)
         return _scaled(grad, grad_output, reduction == "none"), None, None, None, None, None
 
 
-def _is_tensor(x: object) -> TypeGuard[torch.Tensor]:
-    return isinstance(x, torch.Tensor)
+def _check_target(
+    target: Any, num_classes: int, ignore_index: Any, like: torch.Tensor, against: str
+) -> tuple[torch.Tensor, int]:
+    """Validate (N,) integer class indices in [0, num_classes) or ``ignore_index``, on the device
+    of ``like`` (N, ...); ``against`` names ``like`` in messages.  Returns (int64 target, int).
 
-
-def _check_logits_target(
-    logits: Any, target: Any, *, name: str = "logits"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate (N, C) floating logits and (N,) integer targets on one device."""
-    if not _is_tensor(logits):
-        raise ValueError(f"{name} must be a torch.Tensor of shape (N, C); got {type(logits)}")
-    if not _is_tensor(target):
-        raise ValueError(f"target must be a torch.Tensor of shape (N,); got {type(target)}")
-    if logits.dim() != 2:
+    The ignore_index rule (an int or NumPy integer, not a bool) and the range check are
+    ``logloss.losses``' own, so both modules accept and reject the same values.
+    """
+    n = like.shape[0]
+    if not is_tensor(target):
+        raise ValueError(f"target must be a torch.Tensor of shape ({n},); got {type(target)}")
+    if target.dim() != 1 or target.shape[0] != n:
         raise ValueError(
-            f"{name} must be 2-D (N, C); got shape {tuple(logits.shape)}. For (N, C, d1, ...) "
-            "logits move the class axis last and flatten: x.movedim(1, -1).reshape(-1, C)."
-        )
-    if not logits.is_floating_point():
-        raise ValueError(
-            f"{name} must be floating point (float32, float16, bfloat16 or float64); "
-            f"got {logits.dtype}"
-        )
-    if target.dim() != 1 or target.shape[0] != logits.shape[0]:
-        raise ValueError(
-            f"target must have shape ({logits.shape[0]},) to match {name} {tuple(logits.shape)}; "
+            f"target must have shape ({n},) to match {against} {tuple(like.shape)}; "
             f"got {tuple(target.shape)}"
         )
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
@@ -487,33 +462,54 @@ def _check_logits_target(
             "Probability targets are not supported by the fused loss: use "
             "torch.nn.functional.cross_entropy."
         )
-    if target.device != logits.device:
+    if target.device != like.device:
         raise ValueError(
-            f"target is on {target.device} but {name} is on {logits.device}; move both to one "
+            f"target is on {target.device} but {against} is on {like.device}; move both to one "
             "device"
         )
-    if logits.shape[1] == 0:
-        raise ValueError(f"{name} must have at least one class; got shape {tuple(logits.shape)}")
-    return logits, target.to(torch.int64).contiguous()
+    # like's shape without its second axis is (N,), which target has (checked above)
+    target, _ = _check_index_target(target, like, num_classes, ignore_index, against)
+    return target.contiguous(), int(ignore_index)
 
 
-def _check_options(ignore_index: int, reduction: str, label_smoothing: float) -> None:
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}; got {reduction!r}")
-    if not isinstance(ignore_index, int) or isinstance(ignore_index, bool):
-        raise ValueError(f"ignore_index must be an int; got {ignore_index!r}")
-    if not 0.0 <= float(label_smoothing) <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing!r}")
-
-
-def _check_target_range(target: torch.Tensor, num_classes: int, ignore_index: int) -> None:
-    bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
-    if bool(bad.any()):
-        value = int(target[bad][0])
+def _check_logits(logits: Any) -> torch.Tensor:
+    """Validate (N, C) floating logits with C >= 1."""
+    if not is_tensor(logits):
+        raise ValueError(f"logits must be a torch.Tensor of shape (N, C); got {type(logits)}")
+    if logits.dim() != 2:
         raise ValueError(
-            f"target holds class index {value}, outside [0, {num_classes}) and not "
-            f"ignore_index={ignore_index}; targets must be class indices of the {num_classes} "
-            "logit columns"
+            f"logits must be 2-D (N, C); got shape {tuple(logits.shape)}. For (N, C, d1, ...) "
+            "logits move the class axis last and flatten: x.movedim(1, -1).reshape(-1, C)."
+        )
+    if not logits.is_floating_point():
+        raise ValueError(
+            "logits must be floating point (float32, float16, bfloat16 or float64); "
+            f"got {logits.dtype}"
+        )
+    if logits.shape[1] == 0:
+        raise ValueError(f"logits must have at least one class; got shape {tuple(logits.shape)}")
+    return logits
+
+
+def _check_inplace(logits: torch.Tensor) -> None:
+    """``inplace_backward=True`` overwrites the logits with the gradient, so every element must
+    have its own memory (rows of unit stride that do not overlap) and the memory must not be a
+    leaf tensor's (a parameter's .grad would then be the parameter itself)."""
+    n, c = logits.shape
+    if logits.stride(1) != 1 or (n > 1 and logits.stride(0) < c):
+        raise ValueError(
+            "inplace_backward=True needs logits whose elements each have their own memory "
+            f"(unit stride along classes, rows not overlapping); got shape {tuple(logits.shape)} "
+            f"with strides {logits.stride()} (e.g. from .expand()). Call .contiguous() first or "
+            "leave inplace_backward=False."
+        )
+    base = logits if logits._base is None else logits._base
+    if torch.is_grad_enabled() and base.is_leaf and base.requires_grad:
+        raise ValueError(
+            "inplace_backward=True would overwrite a leaf tensor that requires grad (e.g. a "
+            "parameter, or a view of one) with its own gradient, so .grad would share its memory; "
+            "pass the output of an operation (the logits of a layer), or leave "
+            "inplace_backward=False."
         )
 
 
@@ -532,6 +528,7 @@ def cross_entropy(
 
     ``mean`` divides the sum by the number of non-ignored rows (NaN if there are none), exactly as
     ``torch.nn.functional.cross_entropy``.  float16/bfloat16 logits are accumulated in float32.
+    Under ``torch.no_grad()`` (or for logits that do not require grad) only the loss is computed.
 
     Args:
         logits: (N, C) float32, float16, bfloat16 or float64 tensor.
@@ -540,7 +537,8 @@ def cross_entropy(
         reduction: ``"none"`` -> (N,), ``"sum"`` or ``"mean"`` -> scalar.
         label_smoothing: eps in [0, 1], mixing the one-hot target with the uniform distribution.
         inplace_backward: write the gradient over ``logits`` instead of a new buffer (saves one
-            N x C allocation; the logits' values are gone afterwards).
+            N x C allocation; the logits' values are gone afterwards).  Needs logits whose
+            elements do not share memory and that are not a leaf requiring grad.
 
     Returns:
         The loss, in the logits' dtype.
@@ -553,16 +551,15 @@ def cross_entropy(
     >>> [round(v, 4) for v in z.grad[0].tolist()]
     [-0.0781, 0.0571, 0.021]
     """
-    logits, target = _check_logits_target(logits, target)
-    _check_options(ignore_index, reduction, label_smoothing)
-    _check_target_range(target, logits.shape[1], ignore_index)
-    if inplace_backward and logits.stride(-1) != 1:
-        raise ValueError(
-            "inplace_backward=True needs logits with unit stride along classes; got strides "
-            f"{logits.stride()}. Call .contiguous() first or leave inplace_backward=False."
-        )
+    logits = _check_logits(logits)
+    target, ignore_index = _check_target(target, logits.shape[1], ignore_index, logits, "logits")
+    _check_reduction(reduction)
+    smoothing = _check_label_smoothing(label_smoothing)
+    if inplace_backward:
+        _check_inplace(logits)
+    opts = RowOptions(ignore_index, smoothing, 1.0)  # the scale is set in forward
     return _FusedCrossEntropy.apply(
-        logits, target, ignore_index, reduction, float(label_smoothing), inplace_backward
+        logits, target, opts, reduction, bool(inplace_backward), torch.is_grad_enabled()
     )
 
 
@@ -587,10 +584,9 @@ def _linear_pass(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     target: torch.Tensor,
-    ignore_index: int,
+    opts: RowOptions,
     chunk: int,
     loss_rows: torch.Tensor | None,
-    scale: float | torch.Tensor,
     row_scale: torch.Tensor | None,
     needs: tuple[bool, bool, bool],
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
@@ -598,6 +594,8 @@ def _linear_pass(
 
     Per chunk of rows: z = h W^T + b (rows, V); z <- scale * dL/dz in place (times ``row_scale``
     (N,) if given: reduction='none' backward); grad_h = z W; grad_W += z^T h; grad_b += sum z.
+    With no gradient needed, one matrix product per chunk and no gradient buffers.  ``weight``
+    may have any strides (a transposed or tied matrix is used as it is, not copied).
     """
     n, v = hidden.shape[0], weight.shape[0]
     grad_h = torch.empty_like(hidden) if needs[0] else None
@@ -615,9 +613,7 @@ def _linear_pass(
             torch.mm(h, weight.t(), out=z)
         else:
             torch.addmm(bias, h, weight.t(), out=z)
-        _rows(
-            z, target[r0:r1], z if want_grad else None, loss_rows[r0:r1], ignore_index, 0.0, scale
-        )
+        _rows(z, target[r0:r1], z if want_grad else None, loss_rows[r0:r1], opts)
         if not want_grad:
             continue
         if row_scale is not None:
@@ -642,38 +638,36 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         ignore_index: int,
         reduction: str,
         chunk: int,
+        grad_enabled: bool,
     ) -> torch.Tensor:
-        needs = tuple(ctx.needs_input_grad[:3])
+        # needs_input_grad reflects requires_grad, not grad mode: no gradients under no_grad()
+        needs = tuple(grad_enabled and bool(need) for need in ctx.needs_input_grad[:3])
         n_valid = (target != ignore_index).sum()
-        scale = _scale_for(reduction, n_valid)
+        opts = RowOptions(ignore_index, 0.0, _scale_for(reduction, n_valid))
         loss_rows = _loss_rows(hidden)
         # reduction='none': the per-row incoming gradients are only known in backward, so the
         # chunks rerun there; otherwise all gradients are made here and backward only scales
         needs_now = (False, False, False) if reduction == "none" else needs
-        grads = _linear_pass(
-            hidden, weight, bias, target, ignore_index, chunk, loss_rows, scale, None, needs_now
-        )
+        grads = _linear_pass(hidden, weight, bias, target, opts, chunk, loss_rows, None, needs_now)
         ctx.buffers = [_GradBuffer(g) for g in grads]
         ctx.save_for_backward(hidden, weight, bias, target)
-        ctx.options = (ignore_index, reduction, chunk, scale, needs)
+        ctx.options = (opts, reduction, chunk, needs)
         return _reduce(loss_rows, reduction, n_valid).to(hidden.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        ignore_index, reduction, chunk, scale, needs = ctx.options
+        opts, reduction, chunk, needs = ctx.options
         grads = [b.take() for b in ctx.buffers]
         if any(need and g is None for need, g in zip(needs, grads, strict=True)):
             # reduction='none', or a second backward: rerun the chunks from the saved inputs
             hidden, weight, bias, target = ctx.saved_tensors
             row_scale = grad_output if reduction == "none" else None
             grads = list(
-                _linear_pass(
-                    hidden, weight, bias, target, ignore_index, chunk, None, scale, row_scale, needs
-                )
+                _linear_pass(hidden, weight, bias, target, opts, chunk, None, row_scale, needs)
             )
         if reduction != "none":
             grads = [None if g is None else _scaled(g, grad_output, False) for g in grads]
-        return (*grads, None, None, None, None)
+        return (*grads, None, None, None, None, None)
 
 
 def linear_cross_entropy(
@@ -710,13 +704,17 @@ def linear_cross_entropy(
     0.5032
     """
     for name, value in (("hidden", hidden), ("weight", weight)):
-        if not _is_tensor(value) or value.dim() != 2 or not value.is_floating_point():
-            shape = tuple(value.shape) if _is_tensor(value) else type(value)
+        if not is_tensor(value) or value.dim() != 2 or not value.is_floating_point():
+            shape = tuple(value.shape) if is_tensor(value) else type(value)
             raise ValueError(f"{name} must be a 2-D floating torch.Tensor; got {shape}")
     if weight.shape[1] != hidden.shape[1]:
         raise ValueError(
             f"weight must have shape (V, {hidden.shape[1]}) to match hidden "
             f"{tuple(hidden.shape)}; got {tuple(weight.shape)}"
+        )
+    if weight.shape[0] == 0:
+        raise ValueError(
+            f"weight must have at least one row (one per class); got shape {tuple(weight.shape)}"
         )
     if weight.dtype != hidden.dtype or weight.device != hidden.device:
         raise ValueError(
@@ -724,12 +722,12 @@ def linear_cross_entropy(
             f"{hidden.device})"
         )
     if bias is not None and (
-        not _is_tensor(bias)
+        not is_tensor(bias)
         or tuple(bias.shape) != (weight.shape[0],)
         or bias.dtype != hidden.dtype
         or bias.device != hidden.device
     ):
-        got = (tuple(bias.shape), bias.dtype, bias.device) if _is_tensor(bias) else type(bias)
+        got = (tuple(bias.shape), bias.dtype, bias.device) if is_tensor(bias) else type(bias)
         raise ValueError(
             f"bias must be a ({weight.shape[0]},) tensor of {hidden.dtype} on {hidden.device}; "
             f"got {got}"
@@ -738,11 +736,17 @@ def linear_cross_entropy(
         not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1
     ):
         raise ValueError(f"chunk_size must be a positive int or None; got {chunk_size!r}")
-    _, target = _check_logits_target(hidden, target, name="hidden")
-    _check_options(ignore_index, reduction, 0.0)
-    _check_target_range(target, weight.shape[0], ignore_index)
+    target, ignore_index = _check_target(target, weight.shape[0], ignore_index, hidden, "hidden")
+    _check_reduction(reduction)
     chunk = chunk_size or _default_chunk_rows(*hidden.shape, weight.shape[0])
-    hidden, weight = hidden.contiguous(), weight.contiguous()
+    # the weight is used with its own strides (a transposed or tied V x H matrix is not copied)
     return _FusedLinearCrossEntropy.apply(
-        hidden, weight, bias, target, ignore_index, reduction, chunk
+        hidden.contiguous(),
+        weight,
+        bias,
+        target,
+        ignore_index,
+        reduction,
+        chunk,
+        torch.is_grad_enabled(),
     )

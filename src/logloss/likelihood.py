@@ -35,7 +35,8 @@ __all__ = ["SUM_TOLERANCE", "MLEResult", "likelihood", "log_likelihood", "mle"]
 
 
 def _as_outcomes(outcomes: Any) -> list[Hashable]:
-    """The outcomes as a list of hashable symbols (a string -> its characters)."""
+    """The outcomes as a list of symbols (a string -> its characters); :func:`_count` checks
+    that they are hashable."""
     if isinstance(outcomes, str):
         return list(outcomes)
     if isinstance(outcomes, (Mapping, set, frozenset)) or not isinstance(outcomes, Iterable):
@@ -43,16 +44,26 @@ def _as_outcomes(outcomes: Any) -> list[Hashable]:
             f"outcomes must be a string of symbols or a sequence of symbols, got "
             f"{type(outcomes).__name__}; pass e.g. 'wbwbb' or ['w', 'b', 'w']"
         )
-    symbols = list(outcomes)
-    for index, symbol in enumerate(symbols):
-        try:
-            hash(symbol)
-        except TypeError:
-            raise ValueError(
-                f"outcome {symbol!r} at index {index} is not hashable "
-                f"({type(symbol).__name__}); use strings, numbers or tuples as symbols"
-            ) from None
-    return symbols
+    return list(outcomes)
+
+
+def _count(symbols: list[Hashable]) -> Counter:
+    """``Counter(symbols)``; on an unhashable symbol, a ValueError naming it and its index.
+
+    Counter hashes every symbol once; the slower search for the bad one runs only on failure.
+    """
+    try:
+        return Counter(symbols)
+    except TypeError:
+        for index, symbol in enumerate(symbols):
+            try:
+                hash(symbol)
+            except TypeError:
+                raise ValueError(
+                    f"outcome {symbol!r} at index {index} is not hashable "
+                    f"({type(symbol).__name__}); use strings, numbers or tuples as symbols"
+                ) from None
+        raise  # a TypeError from elsewhere (e.g. a symbol whose __eq__ fails): not ours to hide
 
 
 def _check_probability(symbol: Hashable, value: Any) -> float:
@@ -93,7 +104,7 @@ def _as_model(outcomes: Any, probs: Any) -> tuple[Counter, dict[Hashable, float]
                 f"probabilities must sum to 1 (within {SUM_TOLERANCE:g}), got {total!r} "
                 f"for {sorted(map(repr, model))}; include every symbol and normalise"
             )
-        counts = Counter(symbols)
+        counts = _count(symbols)
         for symbol in counts:
             if symbol not in model:
                 raise ValueError(
@@ -370,8 +381,8 @@ def mle(
     observed = _as_outcomes(outcomes)
     if not observed:
         raise ValueError("no outcomes: the maximum-likelihood estimate needs at least one")
-    counts: dict[Hashable, int] = dict(Counter(observed))
-    extra = list(_as_outcomes(list(symbols))) if symbols is not None else []
+    counts: dict[Hashable, int] = dict(_count(observed))
+    extra = list(_count(_as_outcomes(list(symbols)))) if symbols is not None else []
     if _is_binary(observed):
         extra += [1, 0]
     for symbol in extra:

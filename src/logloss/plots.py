@@ -2,7 +2,7 @@
 
 Each ``*_figure`` function is pure: data in, a :class:`matplotlib.figure.Figure` out, drawn on
 the Agg canvas (no pyplot, no display, no global state), so it runs on a server or in CI.
-:func:`save_png` writes a figure atomically; :func:`png_bytes` returns it for embedding.
+:func:`save_figure` writes a figure atomically; :func:`figure_bytes` returns its PNG bytes.
 
 Figures (the article's order):
 
@@ -74,25 +74,25 @@ def new_figure(width: float, height: float, *, columns: int = 1) -> tuple[Figure
     return figure, list(figure.subplots(1, columns, squeeze=False)[0])
 
 
-def png_bytes(figure: Figure) -> bytes:
-    """The figure as PNG bytes."""
+def figure_bytes(figure: Figure) -> bytes:
+    """The figure as PNG bytes (for a file, see :func:`save_figure`; for a ``data:`` URI)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()
 
 
-def save_png(figure: Figure, path: str | os.PathLike[str]) -> Path:
+def save_figure(figure: Figure, path: str | os.PathLike[str]) -> Path:
     """Write the figure to ``path`` as PNG atomically (temp file in the same folder, then rename).
 
     A reader never sees a half-written file; on error the old file, if any, is left untouched.
+    The folder is created if needed.  (To write a uint8 image rather than a figure, see
+    :func:`logloss.data.render.save_png`.)
     """
-    from logloss._atomic import atomic_write
+    from logloss._atomic import write_bytes_atomic
 
     target = Path(path)
-    data = png_bytes(figure)  # render first: a drawing error leaves nothing behind
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(target) as file:
-        file.write(data)
+    data = figure_bytes(figure)  # render first: a drawing error leaves nothing behind
+    write_bytes_atomic(target, data)
     return target
 
 

@@ -34,7 +34,8 @@ def load_image(path: str | Path) -> np.ndarray:
     Phone photos are turned upright by their EXIF orientation.
 
     Raises:
-        ValueError: the file is missing or is not an image Pillow can read.
+        ValueError: the file is missing, is not an image Pillow can read, or has more pixels
+            than Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) allows.
     """
     path = Path(path)
     if not path.is_file():
@@ -43,6 +44,11 @@ def load_image(path: str | Path) -> np.ndarray:
         with Image.open(path) as opened:
             opened.load()
             image = ImageOps.exif_transpose(opened)
+    except Image.DecompressionBombError as error:  # not an OSError: Pillow's guard
+        raise ValueError(
+            f"{path} is too large to read safely ({error}); give a picture of one digit, "
+            "a few hundred pixels wide is plenty"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(
             f"{path} is not an image that Pillow can read ({error}); give a PNG, JPEG, BMP, GIF "

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,29 @@ def read_metrics(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return records
 
 
+def trained_epochs(
+    metadata: Mapping[str, Any], records: Sequence[Mapping[str, Any]]
+) -> tuple[int | None, int]:
+    """(the epoch whose weights ``which="best"`` loads, the number of epochs trained).
+
+    The best epoch is ``checkpoint.json``'s ``best.epoch`` (1-based: the epoch with the highest
+    validation accuracy), ``None`` when the run has none; the count is its ``last.epoch``, or the
+    number of ``metrics.jsonl`` records when that is absent.
+
+    >>> trained_epochs({"best": {"epoch": 3}, "last": {"epoch": 5}}, [])
+    (3, 5)
+    >>> trained_epochs({}, [{"epoch": 1}, {"epoch": 2}])
+    (None, 2)
+    """
+
+    def epoch(key: str) -> int | None:
+        record = metadata.get(key)
+        value = record.get("epoch") if isinstance(record, Mapping) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    return epoch("best"), epoch("last") or len(records)
+
+
 def write_report(path: str | os.PathLike[str], page: str) -> Path:
     """Write the page to ``path`` atomically (a reader sees the old file or the whole new one)."""
     from logloss._atomic import atomic_write
@@ -101,9 +124,9 @@ class _Page:
 
 
 def _figure(figure: Any, key: str, alt: str) -> str:
-    from logloss.plots import png_bytes
+    from logloss.plots import figure_bytes
 
-    encoded = base64.b64encode(png_bytes(figure)).decode("ascii")
+    encoded = base64.b64encode(figure_bytes(figure)).decode("ascii")
     return (
         f'<figure><img id="figure-{key}" alt="{html.escape(alt)}" '
         f'src="data:image/png;base64,{encoded}"><figcaption>{html.escape(alt)}</figcaption></figure>'
@@ -112,12 +135,9 @@ def _figure(figure: Any, key: str, alt: str) -> str:
 
 def _digit(image: np.ndarray, key: str, alt: str, scale: int = 4) -> str:
     """A uint8 (H, W) image as an inline PNG, ink dark on white, ``scale`` times enlarged."""
-    from PIL import Image
+    from logloss.data.render import png_bytes
 
-    pixels = np.kron(255 - np.asarray(image, dtype=np.uint8), np.ones((scale, scale), np.uint8))
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    encoded = base64.b64encode(png_bytes(image, scale=scale, invert=True)).decode("ascii")
     return (
         f'<img class="digit" id="figure-{key}" alt="{html.escape(alt)}" '
         f'src="data:image/png;base64,{encoded}">'
@@ -199,11 +219,17 @@ def build_report(
 
     # --- header: the run in numbers
     hidden = "-".join(str(h) for h in trained.model.architecture.hidden)
-    epochs = len(records)
+    # The page evaluates the best weights: name their epoch, which may precede the last one.
+    best_epoch, epochs = trained_epochs(metadata, records)
+    weights = (
+        f"best epoch {n('best-epoch', best_epoch, '.0f')} of {n('epochs', epochs, '.0f')}"
+        if best_epoch is not None
+        else f"{n('epochs', epochs, '.0f')} epoch(s)"
+    )
     sections.append(
         f"<h1>Cross-entropy, on your own run</h1>"
         f'<p class="lead">{html.escape(result.dataset)} · dense network '
-        f"{trained.model.architecture.input_size}-{hidden}-{c} · {epochs} epoch(s) · "
+        f"{trained.model.architecture.input_size}-{hidden}-{c} · {weights} · "
         f"{html.escape(result.split)} split of {e.size} samples · seed {trained.config.seed} · "
         f"checkpoint <code>{html.escape(str(result.directory))}</code></p>"
         f'<div class="key">'
@@ -305,13 +331,18 @@ def build_report(
         if records
         else "<p>(This run has no metrics.jsonl: no epochs recorded.)</p>"
     )
+    trained_phrase = (
+        f"the best epoch, {best_epoch} of {epochs} (highest validation accuracy)"
+        if best_epoch is not None
+        else f"best.safetensors ({epochs} epoch(s) recorded)"
+    )
     sections.append(
         "<h2>5. Training</h2>"
         f"<p>{uniform_line}On this {result.split} split the untrained weights score "
         f"{n('untrained-loss', untrained.loss, '.4f')} nats and "
         f"{n('untrained-accuracy', untrained.accuracy, '.2%')} "
-        f"accuracy; after {epochs} epoch(s), {e.loss:.4f} nats and {100 * e.accuracy:.2f}%.</p>"
-        + curves
+        f"accuracy; with the weights of {trained_phrase}, {e.loss:.4f} nats and "
+        f"{100 * e.accuracy:.2f}%.</p>" + curves
     )
 
     # --- 6. before and after

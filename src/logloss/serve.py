@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,8 +42,8 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from logloss.activations import log_softmax
 from logloss.checkpoint import Checkpoint, load_checkpoint
+from logloss.diagnostics import Evaluation, evaluate_logits
 from logloss.explain import explain
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -66,6 +64,7 @@ RESPONSE_FIELDS = (
     "entropy",
 )
 SAMPLE_KINDS = ("random", "hardest", "confident_mistakes")
+MAX_SAMPLES = 200  # most samples one /api/samples answer lists (and rankings kept per split)
 # Only the page's own files: no CDN, no inline script, nothing from the network.
 PAGE_CSP = "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'"
 
@@ -176,6 +175,16 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
     return value
 
 
+def _short(value: object, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a 400-digit integer stays readable).
+
+    >>> _short(10**50, limit=12)
+    '100000000...'
+    """
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def gray_image_from_json(value: Any, shape: tuple[int, int]) -> np.ndarray:
     """Validate nested lists of gray levels and return them as uint8 of ``shape``.
 
@@ -205,9 +214,11 @@ def gray_image_from_json(value: Any, shape: tuple[int, int]) -> np.ndarray:
                 raise InputError(
                     f"image[{i}][{j}] = {level!r} is not a number; gray levels are integers 0-255"
                 )
-            if not math.isfinite(level) or level != int(level) or not 0 <= level <= 255:
+            # Range first: math.isfinite(10**400) raises OverflowError (JSON ints are unbounded).
+            in_range = 0 <= level <= 255
+            if not in_range or (isinstance(level, float) and not level.is_integer()):
                 raise InputError(
-                    f"image[{i}][{j}] = {level!r} is not a gray level; use integers 0-255 "
+                    f"image[{i}][{j}] = {_short(level)} is not a gray level; use integers 0-255 "
                     "(0 = background, 255 = ink, as in MNIST)"
                 )
             out[i, j] = int(level)
@@ -266,44 +277,13 @@ def check_target(target: Any, num_classes: int) -> int | None:
         return None
     if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < num_classes:
         raise InputError(
-            f"target = {target!r} is not a class; use an integer 0-{num_classes - 1} or omit it"
+            f"target = {_short(target)} is not a class; "
+            f"use an integer 0-{num_classes - 1} or omit it"
         )
     return target
 
 
 # ---------------------------------------------------------------- the model side
-
-
-@dataclass(frozen=True)
-class SplitStats:
-    """Per-sample results of the model on a whole split (all arrays (N,))."""
-
-    labels: np.ndarray  # int64
-    predicted: np.ndarray  # int64
-    p_predicted: np.ndarray  # float64
-    loss: np.ndarray  # float64, -ln p(label)
-
-
-def split_stats(logits: np.ndarray, labels: np.ndarray) -> SplitStats:
-    """Predictions and per-sample cross-entropy from logits (N, C) and labels (N,).
-
-    loss_i = logsumexp(z_i) - z_i[y_i], computed as -log_softmax(z_i)[y_i] in float64 so that a
-    confident mistake gets its large finite loss rather than -ln(0) = inf.
-
-    >>> s = split_stats(np.array([[0.0, 0.0], [2.0, 0.0]]), np.array([0, 1]))
-    >>> s.predicted.tolist(), [round(v, 4) for v in s.loss.tolist()]
-    ([0, 0], [0.6931, 2.1269])
-    """
-    log_p = log_softmax(np.asarray(logits, dtype=np.float64), axis=-1)  # (N, C)
-    labels = np.asarray(labels, dtype=np.int64)
-    predicted = np.argmax(log_p, axis=-1)
-    rows = np.arange(len(labels))
-    return SplitStats(
-        labels=labels,
-        predicted=predicted,
-        p_predicted=np.exp(log_p[rows, predicted]),
-        loss=-log_p[rows, labels],
-    )
 
 
 class Predictor:
@@ -323,13 +303,22 @@ class Predictor:
                 "the API draw and preprocess 28x28 digits: serve a model trained on a 28x28 "
                 "dataset (mnist, fashion-mnist, kmnist)"
             )
+        from logloss.data import get_dataset
+
+        info = get_dataset(dataset)  # ValueError naming the known datasets
+        if tuple(info.image_shape) != MNIST_SHAPE:
+            raise ValueError(
+                f"dataset {dataset!r} has {'x'.join(map(str, info.image_shape))} images; the "
+                "sample browser shows the model's 28x28 inputs: choose a 28x28 dataset "
+                "(mnist, fashion-mnist, kmnist) or leave --dataset out (the checkpoint's own)"
+            )
         self.checkpoint = checkpoint
         self.dataset = dataset
         self.data_dir = data_dir
         self.image_shape = MNIST_SHAPE
         self._lock = threading.Lock()
         self._splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._stats: dict[str, SplitStats] = {}
+        self._evaluations: dict[str, Evaluation] = {}
         # One forward pass now: fails early on a broken checkpoint and tells us C.
         self.num_classes = int(self.logits(np.zeros((1, *MNIST_SHAPE), np.uint8)).shape[1])
 
@@ -340,7 +329,7 @@ class Predictor:
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(images (N, H, W) uint8, labels (N,)) of a split, loaded once."""
         if name not in SPLITS:
-            raise InputError(f"unknown split {name!r}; use one of {list(SPLITS)}", 404)
+            raise InputError(f"unknown split {_short(name)}; use one of {list(SPLITS)}", 404)
         with self._lock:
             if name not in self._splits:
                 from logloss.data import load_dataset
@@ -358,13 +347,27 @@ class Predictor:
                 self._splits[name] = (np.asarray(images), np.asarray(labels))
             return self._splits[name]
 
-    def stats(self, name: str) -> SplitStats:
-        """The model's results on every sample of a split, computed once."""
+    def evaluation(self, name: str) -> Evaluation:
+        """The model's results on every sample of a split (:mod:`logloss.diagnostics`), once.
+
+        Per sample i (arrays (N,)): ``losses[i] = -ln p_i(y_i)``, ``predicted[i]``,
+        ``confidence[i] = p_i(predicted)``; ``hardest`` and ``confident_mistakes`` keep the top
+        ``MAX_SAMPLES`` of each ranking.
+        """
         images, labels = self.split(name)
         with self._lock:
-            if name not in self._stats:
-                self._stats[name] = split_stats(self.logits(images), labels)
-            return self._stats[name]
+            if name not in self._evaluations:
+                try:
+                    self._evaluations[name] = evaluate_logits(
+                        self.logits(images), labels, top_k=MAX_SAMPLES
+                    )
+                except ValueError as error:  # e.g. labels beyond the model's classes
+                    raise InputError(
+                        f"the model cannot be evaluated on the {self.dataset} {name} split "
+                        f"({error}); serve it with the dataset it was trained on",
+                        503,
+                    ) from None
+            return self._evaluations[name]
 
     def breakdown(self, image: np.ndarray, target: int | None) -> dict[str, Any]:
         """The article's walkthrough for one uint8 image (H, W) as a JSON-ready dict."""
@@ -572,33 +575,26 @@ def build_app(predictor: Predictor, *, max_body_bytes: int = MAX_BODY_BYTES) -> 
             "predictions with the highest probability on the predicted class.",
         ),
         split: str = Query("test", description="train or test"),
-        count: int = Query(24, ge=1, le=200, description="How many samples."),
-        seed: int | None = Query(None, description="Seed for kind=random."),
+        count: int = Query(24, ge=1, le=MAX_SAMPLES, description="How many samples."),
+        seed: int | None = Query(None, ge=0, description="Seed for kind=random (an integer >= 0)."),
     ) -> dict[str, Any]:
-        images, labels = predictor.split(split)
+        images, _ = predictor.split(split)
+        evaluation = predictor.evaluation(split)
         if kind == "random":
             rng = np.random.default_rng(seed)
-            indices = rng.choice(len(images), size=min(count, len(images)), replace=False)
-            stats = split_stats(predictor.logits(images[indices]), labels[indices])
-            order = np.arange(len(indices))
-        else:
-            stats = predictor.stats(split)
-            if kind == "hardest":
-                order = np.argsort(-stats.loss, kind="stable")[:count]
-            else:
-                wrong = np.flatnonzero(stats.predicted != stats.labels)
-                order = wrong[np.argsort(-stats.p_predicted[wrong], kind="stable")][:count]
-            indices = np.arange(len(images))
+            chosen = rng.choice(len(images), size=min(count, len(images)), replace=False)
+        else:  # the rankings of logloss.diagnostics: highest loss / most confident mistakes
+            chosen = getattr(evaluation, kind).index[:count]
         items = [
             {
-                "index": int(indices[k]),
-                "label": int(stats.labels[k]),
-                "predicted": int(stats.predicted[k]),
-                "p_predicted": float(stats.p_predicted[k]),
-                "loss": float(stats.loss[k]),
-                "input": np.asarray(images[indices[k]], dtype=np.uint8).tolist(),
+                "index": int(i),
+                "label": int(evaluation.target[i]),
+                "predicted": int(evaluation.predicted[i]),
+                "p_predicted": float(evaluation.confidence[i]),
+                "loss": float(evaluation.losses[i]),
+                "input": np.asarray(images[i], dtype=np.uint8).tolist(),
             }
-            for k in order
+            for i in chosen
         ]
         return {"split": split, "kind": kind, "size": len(images), "items": items}
 

@@ -56,9 +56,9 @@ __all__ = [
     "PRESETS",
     "SCHEDULES",
     "EpochRecord",
-    "Evaluation",
     "History",
     "Reporter",
+    "Score",
     "TrainConfig",
     "augment",
     "evaluate_model",
@@ -67,6 +67,7 @@ __all__ = [
     "make_optimizer",
     "make_scheduler",
     "parse_hidden",
+    "pixel_normalization",
     "train",
 ]
 
@@ -101,7 +102,7 @@ def load_splits(
     """Load the dataset, carve the validation set (seeded), normalise once, move to ``device``.
 
     Normalisation: ``x = (pixel / 255 - mean) / std`` with the mean and standard deviation of
-    the training part's pixels (computed in float64), saved with the checkpoint.
+    the training part's pixels (see :func:`pixel_normalization`), saved with the checkpoint.
     """
     from logloss.data import get_dataset, load_dataset, split_train_validation
 
@@ -113,9 +114,7 @@ def load_splits(
     train_images, train_labels, val_images, val_labels = split_train_validation(
         images, labels, validation_size=config.validation_size, seed=config.seed
     )
-    pixels = train_images.astype(np.float64) / 255.0
-    normalization = Normalization(mean=float(pixels.mean()), std=float(pixels.std()))
-    del pixels
+    normalization = pixel_normalization(train_images)
 
     def inputs(x: np.ndarray) -> torch.Tensor:  # uint8 (N, H, W) -> float32 (N, H*W)
         flat = torch.from_numpy(np.ascontiguousarray(x).reshape(len(x), -1))
@@ -135,6 +134,33 @@ def load_splits(
         classes=tuple(str(c) for c in info.classes),
         normalization=normalization,
     )
+
+
+def pixel_normalization(images: np.ndarray) -> Normalization:
+    """Mean and (population) standard deviation of uint8 pixels scaled to [0, 1], in float64.
+
+    From the 256-bin histogram ``n_v`` (no float copy of the images):
+    ``mean = sum_v n_v (v / 255) / N``, ``std = sqrt(sum_v n_v (v / 255 - mean)^2 / N)``, the
+    same as ``np.mean``/``np.std`` of ``images / 255`` up to float64 rounding.
+
+    Args:
+        images: uint8 pixels, any shape, at least one.
+
+    >>> pixel_normalization(np.array([[0, 255], [255, 255]], dtype=np.uint8))
+    Normalization(mean=0.75, std=0.4330127018922193, divide_by=255.0)
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.size == 0:
+        raise ValueError(
+            f"need uint8 pixels (at least one) for the normalisation, got {images.dtype} "
+            f"of shape {images.shape}"
+        )
+    counts = np.bincount(images.ravel(), minlength=256).astype(np.float64)  # (256,) exact
+    values = np.arange(256, dtype=np.float64) / 255.0
+    n = float(images.size)
+    mean = float(counts @ values) / n
+    std = math.sqrt(float(counts @ np.square(values - mean)) / n)
+    return Normalization(mean=mean, std=std)
 
 
 def augment(
@@ -222,7 +248,7 @@ def make_loss(name: str, label_smoothing: float = 0.0) -> LossFunction:
     return loss
 
 
-class Evaluation(NamedTuple):
+class Score(NamedTuple):
     """Accuracy (fraction correct) and mean cross-entropy in nats."""
 
     accuracy: float
@@ -236,7 +262,7 @@ def evaluate_model(
     labels: torch.Tensor,
     *,
     batch_size: int = EVAL_BATCH,
-) -> Evaluation:
+) -> Score:
     """Accuracy and mean cross-entropy of ``model`` on normalised inputs, in eval mode.
 
     ``loss = (1/N) sum_i (logsumexp(z_i) - z_i[y_i])``, summed per batch in float64 and divided
@@ -248,7 +274,7 @@ def evaluate_model(
         labels: int64 class indices (N,) on the same device.
 
     Returns:
-        :class:`Evaluation` ``(accuracy, loss)``; a plain tuple unpacks it.
+        :class:`Score` ``(accuracy, loss)``; a plain tuple unpacks it.
 
     >>> model = nn.Linear(2, 2, bias=False)
     >>> _ = model.weight.data.copy_(torch.eye(2))
@@ -270,7 +296,7 @@ def evaluate_model(
         total_loss += F.cross_entropy(logits, target, reduction="sum").double().cpu()
         correct += int((logits.argmax(dim=1) == target).sum())
     model.train(was_training)
-    return Evaluation(correct / len(labels), float(total_loss) / len(labels))
+    return Score(correct / len(labels), float(total_loss) / len(labels))
 
 
 # --- optimiser and schedule -------------------------------------------------------------------
@@ -477,6 +503,72 @@ def _check_resumable(saved: Mapping[str, Any], config: TrainConfig, out_dir: Pat
         )
 
 
+class Parts(NamedTuple):
+    """What a run trains with: the model and everything whose state ``--resume`` restores."""
+
+    model: DenseNet
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    shuffle: torch.Generator  # CPU: the same order and augmentations on every device
+    device: torch.device
+
+
+@dataclass
+class RunState:
+    """Where a run stands between two steps; with :class:`Parts` and the :class:`History`, it is
+    all that ``resume.safetensors`` holds.
+
+    ``permutation`` and ``running`` are ``None`` at an epoch boundary; mid-epoch they are the
+    epoch's shuffle (N,) and its running sums (loss and correct count on the device, ``seen``).
+    """
+
+    epoch: int = 0  # 0-based index of the epoch to run (= epochs completed at a boundary)
+    step: int = 0  # steps of that epoch already done
+    permutation: torch.Tensor | None = None
+    running: dict[str, Any] | None = None
+    best_accuracy: float = -1.0
+    elapsed: float = 0.0  # training seconds so far (evaluation excluded)
+
+    def to_state(self, config: TrainConfig, parts: Parts, history: History) -> dict[str, Any]:
+        """The nested state that :func:`logloss.checkpoint.save_state` writes."""
+        return {
+            "config": config.to_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "permutation": self.permutation,
+            "running": self.running,
+            "model": parts.model.state_dict(),
+            "optimizer": parts.optimizer.state_dict(),
+            "scheduler": parts.scheduler.state_dict() if parts.scheduler is not None else None,
+            "rng": _rng_state(parts.shuffle, parts.device),
+            "best_accuracy": self.best_accuracy,
+            "best_epoch": history.best_epoch,
+            "elapsed": self.elapsed,
+            "initial_loss": history.initial_loss,
+            "records": [dataclasses.asdict(r) for r in history.records],
+        }
+
+    @classmethod
+    def from_state(cls, saved: Mapping[str, Any], parts: Parts, history: History) -> RunState:
+        """Inverse of :meth:`to_state`: restores ``parts`` and ``history`` in place."""
+        parts.model.load_state_dict(saved["model"])
+        parts.optimizer.load_state_dict(saved["optimizer"])
+        if parts.scheduler is not None:
+            parts.scheduler.load_state_dict(saved["scheduler"])
+        _set_rng_state(saved["rng"], parts.shuffle, parts.device)
+        history.records = [EpochRecord(**r) for r in saved["records"]]
+        history.initial_loss = saved["initial_loss"]
+        history.best_epoch = saved["best_epoch"]
+        return cls(
+            epoch=saved["epoch"],
+            step=saved["step"],
+            permutation=saved["permutation"],
+            running=saved["running"],
+            best_accuracy=saved["best_accuracy"],
+            elapsed=saved["elapsed"],
+        )
+
+
 def train(
     config: TrainConfig,
     *,
@@ -491,8 +583,9 @@ def train(
 
     Args:
         config: the options; with ``resume``, they must equal the saved run's (device aside).
-        out_dir: the run folder (see :mod:`logloss.checkpoint` for its files). A new run needs
-            an empty or missing folder.
+        out_dir: the run folder (see :mod:`logloss.checkpoint` for its files). A new run
+            creates it if missing and refuses one that already holds a run (a
+            ``checkpoint.json`` or ``resume.safetensors``); other files in it are left alone.
         data_dir: where to find the dataset (see :func:`logloss.data.load_dataset`).
         resume: continue the run saved in ``out_dir``.
         reporter: receives progress events (default: silent).
@@ -511,17 +604,8 @@ def train(
     device = pick_device(config.device)
     threads = configure_threads(device)
     history.device = str(device)
-    saved_state = None
-    if resume:
-        status = ckpt.read_metadata(out_dir).get("status")
-        if status in ("finished", "target_reached"):
-            raise ValueError(
-                f"the run in {out_dir} is complete (status: {status}): nothing to resume; "
-                "start a new run with another --out folder"
-            )
-        saved_state = ckpt.load_state(out_dir / ckpt.RESUME_FILE)
-        _check_resumable(saved_state["config"], config, out_dir)
-    elif (out_dir / ckpt.METADATA_FILE).exists() or (out_dir / ckpt.RESUME_FILE).exists():
+    saved_state = _saved_state(config, out_dir) if resume else None
+    if not resume and any((out_dir / n).exists() for n in (ckpt.METADATA_FILE, ckpt.RESUME_FILE)):
         raise ValueError(
             f"{out_dir} already holds a training run: pass --resume to continue it, or choose "
             "another --out folder"
@@ -531,7 +615,6 @@ def train(
     splits = load_splits(config, device, data_dir=data_dir, download=download)
     n_train = len(splits.train_y)
     steps_per_epoch = math.ceil(n_train / config.batch_size)
-    background = -splits.normalization.mean / splits.normalization.std  # a blank pixel
 
     # Model, optimiser, schedule, loss, random generators.
     torch.manual_seed(config.seed)
@@ -540,9 +623,14 @@ def train(
     )
     model = DenseNet(architecture).to(device)
     optimizer = make_optimizer(config, model)
-    scheduler = make_scheduler(config, optimizer, config.epochs * steps_per_epoch)
+    parts = Parts(
+        model=model,
+        optimizer=optimizer,
+        scheduler=make_scheduler(config, optimizer, config.epochs * steps_per_epoch),
+        shuffle=torch.Generator().manual_seed(config.seed),
+        device=device,
+    )
     loss_fn = make_loss(config.loss, config.label_smoothing)
-    shuffle = torch.Generator().manual_seed(config.seed)  # CPU: the same order on every device
 
     info = {"architecture": architecture.to_dict(), "normalization": splits.normalization.to_dict()}
     metadata: dict[str, Any] = {
@@ -562,21 +650,11 @@ def train(
     }
 
     # Where to start: fresh, or exactly where the saved run stopped.
-    start_epoch, first_step, permutation, running = 0, 0, None, None
-    best_accuracy, elapsed = -1.0, 0.0
     if saved_state is not None:
-        model.load_state_dict(saved_state["model"])
-        optimizer.load_state_dict(saved_state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(saved_state["scheduler"])
-        _set_rng_state(saved_state["rng"], shuffle, device)
-        start_epoch, first_step = saved_state["epoch"], saved_state["step"]
-        permutation, running = saved_state["permutation"], saved_state["running"]
-        best_accuracy, elapsed = saved_state["best_accuracy"], saved_state["elapsed"]
-        history.records = [EpochRecord(**r) for r in saved_state["records"]]
-        history.initial_loss = saved_state["initial_loss"]
-        history.best_epoch = saved_state["best_epoch"]
+        state = RunState.from_state(saved_state, parts, history)
         metadata = {**ckpt.read_metadata(out_dir), "device": str(device), "status": "running"}
+    else:
+        state = RunState()
 
     reporter.on_start(
         {
@@ -588,48 +666,21 @@ def train(
             "parameters": sum(p.numel() for p in model.parameters()),
             "architecture": architecture,
             "out_dir": str(out_dir),
-            "resumed_at": (start_epoch + 1, first_step) if saved_state is not None else None,
+            "resumed_at": (state.epoch + 1, state.step) if saved_state is not None else None,
         }
     )
 
-    # The untrained model's view: softmax near 1/C each, loss near ln C.
+    def save_resume_state() -> None:
+        """Everything needed to continue exactly at (state.epoch, state.step)."""
+        ckpt.save_state(out_dir / ckpt.RESUME_FILE, state.to_state(config, parts, history))
+
     if saved_state is None:
-        reporter.on_sample("before", _view_sample(model, splits), _sample_image(splits))
-        history.initial_loss = evaluate_model(model, splits.val_x, splits.val_y).loss
-        uniform = math.log(len(splits.classes))
-        if abs(history.initial_loss - uniform) > 0.25 * uniform:
-            reporter.on_warning(
-                f"the untrained model's mean validation loss is {history.initial_loss:.3f}, far "
-                f"from ln {len(splits.classes)} = {uniform:.3f}: the initial logits are not "
-                "small, so training starts from confident guesses (check the initialisation)"
-            )
-
-    def save_resume_state(epoch: int, step: int, permutation: Any, running: Any) -> None:
-        """Everything needed to continue exactly at (epoch, step)."""
-        ckpt.save_state(
-            out_dir / ckpt.RESUME_FILE,
-            {
-                "config": config.to_dict(),
-                "epoch": epoch,
-                "step": step,
-                "permutation": permutation,
-                "running": running,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "rng": _rng_state(shuffle, device),
-                "best_accuracy": best_accuracy,
-                "best_epoch": history.best_epoch,
-                "elapsed": elapsed,
-                "initial_loss": history.initial_loss,
-                "records": [dataclasses.asdict(r) for r in history.records],
-            },
-        )
-
-    if saved_state is None:  # a fresh run: keep the untrained weights, and be resumable at once
+        # The untrained model's view (softmax near 1/C each, loss near ln C); then keep the
+        # untrained weights, and be resumable at once.
+        _initial_view(model, splits, history, reporter)
         out_dir.mkdir(parents=True, exist_ok=True)
         ckpt.save_weights(out_dir / ckpt.WEIGHT_FILES["initial"], model, info)
-        save_resume_state(0, 0, None, None)
+        save_resume_state()
         ckpt.write_metadata(out_dir, metadata)
 
     def finish(status: str) -> History:
@@ -641,75 +692,32 @@ def train(
         if history.test:
             metadata["test"] = history.test
         metadata["initial_loss"] = history.initial_loss
-        metadata["elapsed_seconds"] = elapsed
+        metadata["elapsed_seconds"] = state.elapsed
         ckpt.write_metadata(out_dir, metadata)
         reporter.on_end(history)
         return history
 
     # The loop: one epoch = one seeded permutation of the training set, sliced into batches.
-    total_steps = start_epoch * steps_per_epoch + first_step
     with stop_on_interrupt() as stop:
-        for epoch in range(start_epoch, config.epochs):
-            if permutation is None:
-                permutation = torch.randperm(n_train, generator=shuffle)
-                first_step = 0
-                # Running sums stay on the device: reading them forces a sync.
-                running = {
-                    "loss": torch.zeros((), device=device),
-                    "correct": torch.zeros((), dtype=torch.int64, device=device),
-                    "seen": 0,
-                }
-            else:
-                running = {k: v.to(device) if torch.is_tensor(v) else v for k, v in running.items()}
-            order = permutation.to(device)
-            refresh = max(1, steps_per_epoch // 40)  # redraw the bar about 40 times an epoch
-            reporter.on_epoch_start(epoch + 1, config.epochs, steps_per_epoch, first_step)
-            model.train()
-            synchronize(device)
-            started = time.perf_counter()
-            seen_at_start = running["seen"]
-            stopping = False
 
-            for step in range(first_step, steps_per_epoch):
-                batch = order[step * config.batch_size : (step + 1) * config.batch_size]
-                x, y = splits.train_x[batch], splits.train_y[batch]  # (B, H*W), (B,)
-                if config.augment:
-                    x = augment(x, splits.input_shape, background, config, shuffle)
-                logits = model(x)  # (B, C)
-                loss = loss_fn(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                total_steps += 1
+        def wants_stop(steps_done: int) -> bool:
+            return bool(stop) or (should_stop is not None and should_stop(steps_done))
 
-                running["loss"] += loss.detach() * len(y)
-                running["correct"] += (logits.detach().argmax(dim=1) == y).sum()
-                running["seen"] += len(y)
-                if (step + 1) % refresh == 0 or step + 1 == steps_per_epoch:
-                    seen = running["seen"]
-                    rate = (seen - seen_at_start) / max(time.perf_counter() - started, 1e-9)
-                    reporter.on_progress(
-                        step + 1,
-                        float(running["loss"]) / seen,
-                        int(running["correct"]) / seen,
-                        rate,
-                    )
-                stopping = bool(stop) or (should_stop is not None and should_stop(total_steps))
-                if stopping and step + 1 < steps_per_epoch:
-                    # Mid-epoch: save the exact position; at an epoch's end, finish it first.
-                    synchronize(device)
-                    elapsed += time.perf_counter() - started
-                    save_resume_state(epoch, step + 1, permutation, running)
-                    ckpt.save_weights(out_dir / ckpt.WEIGHT_FILES["last"], model, info)
-                    return finish("interrupted")
+        for epoch in range(state.epoch, config.epochs):
+            state.epoch = epoch
+            stopping, seconds, samples = _run_epoch(
+                parts, splits, config, state, loss_fn, reporter, wants_stop
+            )
+            state.elapsed += seconds
+            if stopping and state.step < steps_per_epoch:
+                # Mid-epoch: save the exact position; at an epoch's end, finish it first.
+                save_resume_state()
+                ckpt.save_weights(out_dir / ckpt.WEIGHT_FILES["last"], model, info)
+                return finish("interrupted")
 
             # End of epoch: validate, record, checkpoint.
-            synchronize(device)
-            seconds = time.perf_counter() - started
-            elapsed += seconds
             validation = evaluate_model(model, splits.val_x, splits.val_y)
+            running = state.running
             seen = running["seen"]
             record = EpochRecord(
                 epoch=epoch + 1,
@@ -719,17 +727,17 @@ def train(
                 val_accuracy=validation.accuracy,
                 lr=optimizer.param_groups[0]["lr"],
                 seconds=seconds,
-                elapsed=elapsed,
-                samples_per_second=(seen - seen_at_start) / max(seconds, 1e-9),
+                elapsed=state.elapsed,
+                samples_per_second=samples / max(seconds, 1e-9),
             )
             history.records.append(record)
-            is_best = validation.accuracy > best_accuracy
+            is_best = validation.accuracy > state.best_accuracy
             if is_best:
-                best_accuracy, history.best_epoch = validation.accuracy, epoch + 1
+                state.best_accuracy, history.best_epoch = validation.accuracy, epoch + 1
                 ckpt.save_weights(out_dir / ckpt.WEIGHT_FILES["best"], model, info)
             ckpt.save_weights(out_dir / ckpt.WEIGHT_FILES["last"], model, info)
-            permutation, running = None, None
-            save_resume_state(epoch + 1, 0, None, None)
+            state.epoch, state.step, state.permutation, state.running = epoch + 1, 0, None, None
+            save_resume_state()
             ckpt.write_metrics(out_dir, [dataclasses.asdict(r) for r in history.records])
             reporter.on_epoch_end(record, is_best)
             reached = config.target_accuracy is not None
@@ -739,6 +747,109 @@ def train(
                 return finish("interrupted")
 
     return _final(model, splits, history, "finished", finish, reporter)
+
+
+def _saved_state(config: TrainConfig, out_dir: Path) -> dict[str, Any]:
+    """The resume state of an unfinished run in ``out_dir``, saved with the same options."""
+    status = ckpt.read_metadata(out_dir).get("status")
+    if status in ("finished", "target_reached"):
+        raise ValueError(
+            f"the run in {out_dir} is complete (status: {status}): nothing to resume; "
+            "start a new run with another --out folder"
+        )
+    saved = ckpt.load_state(out_dir / ckpt.RESUME_FILE)
+    _check_resumable(saved["config"], config, out_dir)
+    return saved
+
+
+def _initial_view(model: nn.Module, splits: Splits, history: History, reporter: Reporter) -> None:
+    """Show the untrained model's view of one sample; record (and check) its validation loss."""
+    reporter.on_sample("before", _view_sample(model, splits), _sample_image(splits))
+    history.initial_loss = evaluate_model(model, splits.val_x, splits.val_y).loss
+    classes = len(splits.classes)
+    uniform = math.log(classes)
+    if abs(history.initial_loss - uniform) > 0.25 * uniform:
+        reporter.on_warning(
+            f"the untrained model's mean validation loss is {history.initial_loss:.3f}, far "
+            f"from ln {classes} = {uniform:.3f}: the initial logits are not small, so training "
+            "starts from confident guesses (check the initialisation)"
+        )
+
+
+def _run_epoch(
+    parts: Parts,
+    splits: Splits,
+    config: TrainConfig,
+    state: RunState,
+    loss_fn: LossFunction,
+    reporter: Reporter,
+    wants_stop: Callable[[int], bool],
+) -> tuple[bool, float, int]:
+    """Train epoch ``state.epoch`` from step ``state.step`` to its end, or until asked to stop.
+
+    Starts a new epoch (a fresh permutation from ``parts.shuffle``, zero running sums) when
+    ``state.permutation`` is ``None``; advances ``state.step`` and the running sums in place.
+
+    Returns:
+        ``(stopping, seconds, samples)``: whether a stop was asked for (after the last step
+        done), the training time of this call (the device synchronised), and the samples seen.
+    """
+    model, optimizer, scheduler, shuffle, device = parts
+    n_train = len(splits.train_y)
+    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    background = -splits.normalization.mean / splits.normalization.std  # a blank pixel
+    if state.permutation is None:
+        state.permutation = torch.randperm(n_train, generator=shuffle)
+        state.step = 0
+        # Running sums stay on the device: reading them forces a sync.
+        state.running = {
+            "loss": torch.zeros((), device=device),
+            "correct": torch.zeros((), dtype=torch.int64, device=device),
+            "seen": 0,
+        }
+    else:
+        state.running = {
+            k: v.to(device) if torch.is_tensor(v) else v for k, v in state.running.items()
+        }
+    running = state.running
+    order = state.permutation.to(device)
+    refresh = max(1, steps_per_epoch // 40)  # redraw the bar about 40 times an epoch
+    reporter.on_epoch_start(state.epoch + 1, config.epochs, steps_per_epoch, state.step)
+    model.train()
+    synchronize(device)
+    started = time.perf_counter()
+    seen_at_start = running["seen"]
+    stopping = False
+
+    for step in range(state.step, steps_per_epoch):
+        batch = order[step * config.batch_size : (step + 1) * config.batch_size]
+        x, y = splits.train_x[batch], splits.train_y[batch]  # (B, H*W), (B,)
+        if config.augment:
+            x = augment(x, splits.input_shape, background, config, shuffle)
+        logits = model(x)  # (B, C)
+        loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        state.step = step + 1
+
+        running["loss"] += loss.detach() * len(y)
+        running["correct"] += (logits.detach().argmax(dim=1) == y).sum()
+        running["seen"] += len(y)
+        if (step + 1) % refresh == 0 or step + 1 == steps_per_epoch:
+            seen = running["seen"]
+            rate = (seen - seen_at_start) / max(time.perf_counter() - started, 1e-9)
+            reporter.on_progress(
+                step + 1, float(running["loss"]) / seen, int(running["correct"]) / seen, rate
+            )
+        stopping = wants_stop(state.epoch * steps_per_epoch + step + 1)
+        if stopping:
+            break
+
+    synchronize(device)
+    return stopping, time.perf_counter() - started, running["seen"] - seen_at_start
 
 
 def _final(

@@ -21,6 +21,7 @@ from typing import Any
 
 from logloss.cli import CLIError
 from logloss.cli.data import add_data_arguments
+from logloss.diagnostics import DEFAULT_BINS, DEFAULT_TOP_K  # numpy only: already loaded
 
 SPLIT_CHOICES = ("test", "validation", "train")
 WEIGHT_CHOICES = ("best", "last", "initial")
@@ -108,16 +109,16 @@ def register(subparsers: Any) -> None:
     evaluate.add_argument(
         "--bins",
         type=int,
-        default=15,
+        default=DEFAULT_BINS,
         metavar="M",
-        help="confidence bins for ECE/MCE and the reliability diagram (default: 15)",
+        help=f"confidence bins for ECE/MCE and the reliability diagram (default: {DEFAULT_BINS})",
     )
     evaluate.add_argument(
         "--top",
         type=int,
-        default=10,
+        default=DEFAULT_TOP_K,
         metavar="K",
-        help="how many hardest samples and confident mistakes to list (default: 10)",
+        help=f"how many hardest samples and confident mistakes to list (default: {DEFAULT_TOP_K})",
     )
     evaluate.add_argument(
         "--no-calibration",
@@ -330,7 +331,7 @@ def write_figures(result: Any, directory: Path) -> list[Path]:
         figures["training_curves.png"] = lambda: plots.training_curves_figure(
             records, num_classes=e.num_classes
         )
-    return [plots.save_png(make(), directory / name) for name, make in figures.items()]
+    return [plots.save_figure(make(), directory / name) for name, make in figures.items()]
 
 
 def print_evaluation(result: Any) -> None:

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from logloss.cli.data import add_data_arguments
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -40,14 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=8000,
         help="TCP port, 0 for any free one (default: %(default)s)",
     )
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="folder holding the dataset for the sample browser (default: $LOGLOSS_DATA or the "
-        "project's data folder)",
-    )
+    # --data-dir and --dataset like every command that reads a dataset.  The dataset browsed
+    # defaults to the one the checkpoint was trained on: the text is for --help, the value None
+    # (set below) means "the checkpoint's" to create_app.
+    add_data_arguments(parser, default_dataset="the checkpoint's own")
+    parser.set_defaults(dataset=None)
     parser.add_argument(
         "--max-body-bytes",
         type=int,
@@ -73,6 +72,7 @@ def run_serve(args: argparse.Namespace) -> int:
         args.checkpoint,
         which=args.which,
         data_dir=args.data_dir,
+        dataset=args.dataset,
         max_body_bytes=args.max_body_bytes,
     )
 

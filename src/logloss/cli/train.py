@@ -28,8 +28,17 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--label-smoothing", "label_smoothing", float, "mix targets with uniform: e in [0, 1)"),
     ("--dropout", "dropout", float, "dropout probability after each hidden layer"),
     ("--seed", "seed", int, "seed for initial weights, split, shuffles and augmentation"),
-    ("--validation-size", "validation_size", int, "training samples held out for validation"),
 )
+
+
+def _validation_size(text: str) -> int | float:
+    """argparse type of --validation-size: a count (5000) or a fraction (0.1)."""
+    from logloss.train_config import parse_validation_size
+
+    try:
+        return parse_validation_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _default_help(field: str) -> str:
@@ -66,6 +75,14 @@ def register(subparsers: Any) -> None:
     train.set_defaults(dataset=None)  # None = the preset's (mnist); lets --resume spot changes
     for flag, field, kind, text in _OPTIONS:
         train.add_argument(flag, type=kind, default=None, help=f"{text} ({_default_help(field)})")
+    train.add_argument(
+        "--validation-size",
+        type=_validation_size,
+        default=None,
+        metavar="N|F",
+        help="training samples held out for validation: a count such as 5000 or a fraction such "
+        "as 0.1 (default: 1/12 of the training set, 5000 for MNIST and 120 for digits)",
+    )
     train.add_argument(
         "--optimizer", choices=OPTIMIZERS, default=None, help=f"({_default_help('optimizer')})"
     )
@@ -163,7 +180,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     for _, field, _, _ in _OPTIONS:
         if getattr(args, field) is not None:
             given[field] = getattr(args, field)
-    for field in ("optimizer", "schedule", "augment", "loss", "device", "dataset"):
+    extra = ("validation_size", "optimizer", "schedule", "augment", "loss", "device", "dataset")
+    for field in extra:
         if getattr(args, field, None) is not None:
             given[field] = getattr(args, field)
     if args.target_accuracy is not None:
@@ -244,23 +262,13 @@ class RichReporter:
             self.console.print(f"resuming at epoch {epoch}, step {step}")
 
     def on_sample(self, stage: str, explanation: Any, image: Any) -> None:
-        from logloss.explain import render_bars
+        """The sample's pixels as text, then the article's walkthrough of what the model says."""
+        from logloss.data.render import image_to_text
 
-        e = explanation
         title = "Before training" if stage == "before" else "After training"
-        self.console.print(
-            f"\n[bold]{title}[/bold]: validation sample 0, a {e.target}; what the model says"
-        )
-        self.console.print("logits: " + " ".join(f"{z:+.4f}" for z in e.logits))
-        marks = {e.target: "target"}
-        if e.predicted != e.target:
-            marks[e.predicted] = "predicted"
-        self.console.print(render_bars(e.probabilities, marks=marks), markup=False)
-        self.console.print(
-            f"loss = -ln p({e.target}) = {e.loss:.4f}   (uniform guess: ln "
-            f"{len(e.probabilities)} = {e.uniform_loss:.4f}; predicted {e.predicted} with "
-            f"p = {e.p_predicted:.4f})\n"
-        )
+        self.console.print(f"\n[bold]{title}[/bold]: validation sample 0")
+        self.console.print(image_to_text(image), markup=False)
+        self.console.print(explanation.render() + "\n", markup=False)
 
     def on_warning(self, message: str) -> None:
         self.console.print(f"[yellow]warning:[/yellow] {message}")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
 
 from logloss._atomic import atomic_write
 
-__all__ = ["image_to_text", "save_png"]
+__all__ = ["image_to_text", "png_bytes", "save_png"]
 
 # Dark to bright; ten levels of 0..255 each (value * 10 // 256).
 _RAMP = " .:-=+*#%@"
@@ -46,6 +47,40 @@ def image_to_text(image: np.ndarray, *, width: int = 2) -> str:
     return "\n".join("".join(row) for row in cells)
 
 
+def png_bytes(image: np.ndarray, *, scale: int = 1, invert: bool = False) -> bytes:
+    """Encode a uint8 image as an 8-bit grayscale PNG, each pixel a ``scale`` x ``scale`` block.
+
+    The enlarged image is ``kron(v, ones((scale, scale)))`` (nearest neighbour), with
+    ``v = 255 - image`` when ``invert`` (dark ink on white, for MNIST's bright ink) else ``image``.
+
+    Args:
+        image: uint8 (H, W).
+        scale: integer magnification, 1 to 64.
+        invert: store ``255 - image``.
+
+    Returns:
+        the PNG file's bytes, an (H * scale, W * scale) image of mode "L".
+
+    >>> from PIL import Image
+    >>> import io
+    >>> png = png_bytes(np.array([[0, 255]], dtype=np.uint8), scale=2, invert=True)
+    >>> with Image.open(io.BytesIO(png)) as decoded:
+    ...     np.asarray(decoded).tolist()
+    [[255, 255, 0, 0], [255, 255, 0, 0]]
+    """
+    image = _check_image(image)
+    if isinstance(scale, bool) or not isinstance(scale, int) or not 1 <= scale <= 64:
+        raise ValueError(f"scale must be an integer from 1 to 64, got {scale!r}")
+    from PIL import Image
+
+    if invert:
+        image = 255 - image  # uint8 stays uint8: 255 - v never wraps
+    pixels = np.kron(image, np.ones((scale, scale), dtype=np.uint8))  # 2-D uint8 is mode "L"
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def save_png(path: str | os.PathLike[str], image: np.ndarray, *, scale: int = 1) -> None:
     """Write a uint8 image as an 8-bit grayscale PNG, each pixel a ``scale`` x ``scale`` block.
 
@@ -54,15 +89,8 @@ def save_png(path: str | os.PathLike[str], image: np.ndarray, *, scale: int = 1)
     Args:
         path: the PNG file to write.
         image: uint8 (H, W).
-        scale: integer magnification, 1 to 64.
+        scale: integer magnification, 1 to 64 (see :func:`png_bytes`).
     """
-    image = _check_image(image)
-    if isinstance(scale, bool) or not isinstance(scale, int) or not 1 <= scale <= 64:
-        raise ValueError(f"scale must be an integer from 1 to 64, got {scale!r}")
-    from PIL import Image
-
-    pixels = np.kron(
-        image, np.ones((scale, scale), dtype=np.uint8)
-    )  # nearest-neighbour zoom; 2-D uint8 is mode "L"
+    data = png_bytes(image, scale=scale)  # encode first: a bad image leaves nothing behind
     with atomic_write(path) as handle:
-        Image.fromarray(pixels).save(handle, format="PNG")
+        handle.write(data)
