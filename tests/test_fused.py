@@ -42,11 +42,18 @@ def reference(
     grad_output: torch.Tensor | None = None,
     **kwargs: object,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """PyTorch's loss and d loss / d logits, computed in float64."""
+    """PyTorch's loss and d loss / d logits, computed in float64.
+
+    The gradient of an ignored row is 0 by definition (the row is not in the loss); PyTorch
+    gives NaN there when the row's logits are all -inf or hold a NaN (its log_softmax backward
+    multiplies the zero incoming gradient by NaN), so those rows are set to 0.
+    """
     z = logits.detach().double().requires_grad_()
     loss = F.cross_entropy(z, target, **kwargs)
     loss.backward(torch.ones_like(loss) if grad_output is None else grad_output.double())
-    return loss.detach(), z.grad
+    grad = z.grad
+    grad[target == kwargs.get("ignore_index", -100)] = 0.0
+    return loss.detach(), grad
 
 
 def ours(
@@ -564,3 +571,159 @@ def test_nan_and_infinite_logits_propagate_like_pytorch() -> None:
     assert torch.isnan(actual[0][:2]).all()
     assert_close(actual[0], expected[0], torch.float32)
     assert_grad_close(actual[1], expected[1], torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_nan_logits_in_long_rows_match_pytorch(dtype: torch.dtype, smoothing: float) -> None:
+    # rows longer than the kernel's 512-element blocks, NaN in different blocks and positions
+    gen = torch.Generator().manual_seed(7)
+    logits = torch.randn(4, 1500, generator=gen)
+    logits[0, 700] = logits[2, 1499] = float("nan")
+    logits[3, 3] = float("-inf")
+    logits = logits.to(dtype)
+    target = torch.tensor([700, 5, 0, 3])
+    expected = reference(logits, target, reduction="none", label_smoothing=smoothing)
+    actual = ours(logits, target, reduction="none", label_smoothing=smoothing)
+    assert torch.isnan(actual[0][[0, 2]]).all()
+    assert torch.isnan(actual[1][[0, 2]]).all()
+    assert torch.isfinite(actual[1][[1, 3]]).all()
+    assert_close(actual[0], expected[0], dtype, largest(logits))
+    assert_grad_close(actual[1], expected[1], dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_c_kernel_turns_an_unchecked_bad_target_into_nan(dtype: torch.dtype) -> None:
+    # cross_entropy rejects such targets before the kernel; the kernel itself must still not
+    # read outside the row, and marks the row NaN (defence in depth)
+    fn = fused._load_kernel()
+    if fn is None:
+        pytest.skip(f"no compiled kernel: {fused.kernel_status()['detail']}")
+    z = torch.randn(3, 600).to(dtype)
+    grad, loss = torch.empty_like(z), torch.empty(3)
+    target = torch.tensor([600, -5, 2])
+    fused._rows_c(fn, z, target, grad, loss, fused.RowOptions(-100, 0.0, 1.0))
+    assert torch.isnan(loss[:2]).all()
+    assert torch.isnan(grad[:2].float()).all()
+    expected = reference(z[2:], target[2:], reduction="none")
+    assert_close(loss[2:], expected[0], torch.float32)
+    assert_grad_close(grad[2:], expected[1], dtype)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_scalar_incoming_gradient_scales_the_gradient(reduction: str, inplace: bool) -> None:
+    # (3 * loss).backward(): the gradient made in forward is multiplied by 3 in backward
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(5, 30, generator=gen, requires_grad=True)
+    target = torch.tensor([0, 29, -100, 4, 4])
+    expected = reference(x, target, torch.tensor(3.0), reduction=reduction, label_smoothing=0.1)
+    logits = x * 1.0  # not a leaf, so inplace_backward may overwrite it
+    loss = fused.cross_entropy(
+        logits, target, reduction=reduction, label_smoothing=0.1, inplace_backward=inplace
+    )
+    (3 * loss).backward()
+    assert_close(loss.detach(), expected[0], torch.float32)
+    assert_grad_close(x.grad, expected[1], torch.float32)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_linear_scalar_incoming_gradient_scales_the_gradients(reduction: str) -> None:
+    gen = torch.Generator().manual_seed(9)
+    hidden = torch.randn(9, 4, generator=gen, dtype=torch.float64)
+    weight = torch.randn(11, 4, generator=gen, dtype=torch.float64)
+    bias = torch.randn(11, generator=gen, dtype=torch.float64)
+    target = torch.tensor([0, 10, -100, 3, 3, 5, 1, 2, 9])
+    three = torch.tensor(3.0, dtype=torch.float64)
+    expected = unfused(hidden, weight, bias, target, three, reduction=reduction)
+    actual = linear_ours(hidden, weight, bias, target, three, reduction=reduction, chunk_size=4)
+    for a, e in zip(actual, expected, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_no_grad_computes_only_the_loss(monkeypatch: pytest.MonkeyPatch, inplace: bool) -> None:
+    # under torch.no_grad() the logits (here a leaf that requires grad) are left untouched and
+    # no gradient buffer is made, with or without inplace_backward
+    def no_buffer(like: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("a gradient buffer was made under no_grad")
+
+    monkeypatch.setattr(fused, "_new_buffer", no_buffer)
+    logits = torch.randn(4, 9, requires_grad=True)
+    before = logits.detach().clone()
+    target = torch.tensor([0, 1, 2, 8])
+    with torch.no_grad():
+        loss = fused.cross_entropy(logits, target, inplace_backward=inplace)
+    assert not loss.requires_grad
+    assert torch.equal(logits.detach(), before)
+    assert_close(loss, reference(logits, target)[0], torch.float32)
+
+
+def test_linear_no_grad_does_only_the_forward_products(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+    real_pass = fused._linear_pass
+
+    def recording_pass(*args, **kwargs):
+        grads = real_pass(*args, **kwargs)
+        seen.append((args[-1], grads))
+        return grads
+
+    monkeypatch.setattr(fused, "_linear_pass", recording_pass)
+    hidden = torch.randn(6, 3, requires_grad=True)
+    weight = torch.randn(7, 3, requires_grad=True)
+    target = torch.tensor([0, 6, 1, 2, 2, 5])
+    with torch.no_grad():
+        loss = fused.linear_cross_entropy(hidden, weight, target)
+    assert not loss.requires_grad
+    assert seen == [((False, False, False), (None, None, None))]  # no gradient computed or kept
+    assert_close(loss, F.cross_entropy(hidden @ weight.t(), target).detach(), torch.float32)
+
+
+def test_linear_uses_a_transposed_weight_without_copying(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a tied/transposed (V, H) weight: gradients as PyTorch's, and the weight the chunks read is
+    # the caller's memory, not a V x H copy
+    seen = []
+    real_pass = fused._linear_pass
+
+    def recording_pass(hidden, weight, *args, **kwargs):
+        seen.append(weight.data_ptr())
+        return real_pass(hidden, weight, *args, **kwargs)
+
+    monkeypatch.setattr(fused, "_linear_pass", recording_pass)
+    gen = torch.Generator().manual_seed(10)
+    hidden = torch.randn(13, 6, generator=gen, dtype=torch.float64)
+    embedding = torch.randn(6, 40, generator=gen, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 40, (13,), generator=gen)
+    h = hidden.clone().requires_grad_()
+    loss = fused.linear_cross_entropy(h, embedding.t(), target, chunk_size=5)
+    loss.backward()
+    assert seen == [embedding.data_ptr()]
+    e = embedding.detach().clone().requires_grad_()
+    h_ref = hidden.clone().requires_grad_()
+    F.cross_entropy(h_ref @ e, target).backward()
+    torch.testing.assert_close(loss.detach(), F.cross_entropy(hidden @ e.detach(), target))
+    torch.testing.assert_close(embedding.grad, e.grad, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(h.grad, h_ref.grad, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("view", [False, True])
+def test_inplace_backward_rejects_a_leaf_that_requires_grad(view: bool) -> None:
+    leaf = torch.randn(3, 4, requires_grad=True)
+    before = leaf.detach().clone()
+    logits = leaf[1:] if view else leaf
+    with pytest.raises(ValueError, match="leaf tensor that requires grad"):
+        fused.cross_entropy(
+            logits, torch.tensor([0, 1, 2])[: logits.shape[0]], inplace_backward=True
+        )
+    assert torch.equal(leaf.detach(), before)
+
+
+def test_overlapping_logits_are_fine_without_inplace() -> None:
+    # expand(): every row is the same memory; read-only use gives PyTorch's values
+    x = torch.randn(1, 6, requires_grad=True)
+    target = torch.tensor([0, 5, 2])
+    expected = reference(x.expand(3, 6), target)
+    loss = fused.cross_entropy(x.expand(3, 6), target)
+    loss.backward()
+    assert_close(loss.detach(), expected[0], torch.float32)
+    assert_grad_close(x.grad, expected[1].sum(0, keepdim=True), torch.float32)
