@@ -155,7 +155,9 @@ def pixel_normalization(images: np.ndarray) -> Normalization:
             f"need uint8 pixels (at least one) for the normalisation, got {images.dtype} "
             f"of shape {images.shape}"
         )
-    counts = np.bincount(images.ravel(), minlength=256).astype(np.float64)  # (256,) exact
+    # (256,) exact counts; torch's bincount reads uint8 directly (NumPy's first widens to int64)
+    pixels = torch.from_numpy(np.ascontiguousarray(images)).view(-1)
+    counts = torch.bincount(pixels, minlength=256).double().numpy()
     values = np.arange(256, dtype=np.float64) / 255.0
     n = float(images.size)
     mean = float(counts @ values) / n
