@@ -138,9 +138,11 @@ def bench_ce(n: int, v: int, dtype: torch.dtype, repeats: int, floor_bw: float) 
     for rep in range(repeats + 1):  # rep 0 warms up (and compiles)
         for method in runnable:
             fn = ce_callable(method, compiled)
+            base.requires_grad_(True)
+            base.grad = None
+            # in place needs a fresh copy to overwrite, and refuses a leaf: the clone is a
+            # non-leaf, as a layer's output is (its gradient still reaches base.grad, uncopied)
             logits = base.clone() if method == "fused-inplace" else base
-            logits.requires_grad_(True)
-            logits.grad = None
             resettable = peak_rss_reset()
             before = rss_kib("VmRSS")
             c0, t0 = time.process_time(), time.perf_counter()
@@ -154,7 +156,7 @@ def bench_ce(n: int, v: int, dtype: torch.dtype, repeats: int, floor_bw: float) 
             else:
                 times[method].append(elapsed)
                 cpu[method].append(cpu_s)
-            logits.grad = None
+            base.grad = None
             del loss, logits
             base.requires_grad_(False)
         c0, t0 = time.process_time(), time.perf_counter()

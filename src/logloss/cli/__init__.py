@@ -16,7 +16,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 # One module per subcommand group; order is the order of ``logloss --help``.
 COMMAND_MODULES = ("core", "data", "train", "explain", "serve")
@@ -31,6 +31,22 @@ class _OneLineErrorParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"logloss: error: {message} (see '{self.prog} --help')\n")
+
+
+def add_json_flag(
+    parser: argparse.ArgumentParser, text: str = "print JSON instead of text"
+) -> None:
+    """The ``--json`` flag every command that prints results shares."""
+    parser.add_argument("--json", action="store_true", default=False, help=text)
+
+
+def print_json(payload: Any) -> None:
+    """Print strict JSON (non-finite floats as the strings "NaN", "Infinity", "-Infinity")."""
+    import json
+
+    from logloss.explain import json_ready
+
+    print(json.dumps(json_ready(payload), indent=2, allow_nan=False))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,13 +11,12 @@ Negative numbers are values, not options: ``logloss sigmoid 0 2 -2``,
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 from collections.abc import Sequence
 from typing import Any
 
-from logloss.cli import CLIError
+from logloss.cli import CLIError, add_json_flag, print_json
 
 # argparse reads "-2" and "-0.5" as negative numbers but "-1e4" and "-inf" as unknown options.
 # Its pattern is the private attribute _negative_number_matcher (checked on 3.10 to 3.13); these
@@ -30,12 +29,6 @@ _NEGATIVE_NUMBER = re.compile(
 def _accept_negative_numbers(parser: argparse.ArgumentParser) -> None:
     if hasattr(parser, "_negative_number_matcher"):
         parser._negative_number_matcher = _NEGATIVE_NUMBER
-
-
-def _add_json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--json", action="store_true", default=False, help="print JSON instead of text"
-    )
 
 
 def register(subparsers: Any) -> None:
@@ -60,7 +53,7 @@ def register(subparsers: Any) -> None:
         default=True,
         help="skip the numerical maximisation (which imports torch)",
     )
-    _add_json(mle)
+    add_json_flag(mle)
     mle.set_defaults(handler=run_mle)
 
     sigmoid = subparsers.add_parser(
@@ -71,7 +64,7 @@ def register(subparsers: Any) -> None:
     )
     _accept_negative_numbers(sigmoid)
     sigmoid.add_argument("t", nargs="+", type=float, metavar="T", help="logits, e.g. 0 2 -2")
-    _add_json(sigmoid)
+    add_json_flag(sigmoid)
     sigmoid.set_defaults(handler=run_sigmoid)
 
     softmax = subparsers.add_parser(
@@ -84,7 +77,7 @@ def register(subparsers: Any) -> None:
     softmax.add_argument(
         "t", nargs="+", type=float, metavar="T", help="logits (-inf allowed), e.g. 0.0297 -0.0440"
     )
-    _add_json(softmax)
+    add_json_flag(softmax)
     softmax.set_defaults(handler=run_softmax)
 
     loss = subparsers.add_parser(
@@ -123,18 +116,12 @@ def register(subparsers: Any) -> None:
     loss.add_argument(
         "--ascii", action="store_true", default=False, help="draw bars with # instead of blocks"
     )
-    _add_json(loss)
+    add_json_flag(loss)
     loss.set_defaults(handler=run_loss)
 
 
 # --------------------------------------------------------------------------------------------
 # handlers
-
-
-def _print_json(payload: Any) -> None:
-    from logloss.explain import json_ready
-
-    print(json.dumps(json_ready(payload), indent=2, allow_nan=False))
 
 
 def _reject_nan(values: Sequence[float], what: str) -> None:
@@ -152,7 +139,7 @@ def run_mle(args: argparse.Namespace) -> int:
         outcomes = [int(symbol) for symbol in outcomes]  # 0/1 outcomes: p = P(1)
     result = mle(outcomes, numerical=args.numerical)
     if args.json:
-        _print_json(result.to_dict())
+        print_json(result.to_dict())
         return 0
 
     # The symbol called p in the formula first, then the others in order of appearance.
@@ -216,7 +203,7 @@ def run_sigmoid(args: argparse.Namespace) -> int:
         "symmetry_max_difference": float(np.max(np.abs(s - mirror))),
     }
     if args.json:
-        _print_json(
+        print_json(
             {
                 "t": t.tolist(),
                 "sigmoid": s.tolist(),
@@ -275,7 +262,7 @@ def run_softmax(args: argparse.Namespace) -> int:
         "sigmoid_of_difference": two_class,
     }
     if args.json:
-        _print_json(summary)
+        print_json(summary)
         return 0
     rows = [
         [str(i), f"{a:g}", f"{b:.6g}", f"{c:.6f}"]
@@ -307,7 +294,7 @@ def run_loss(args: argparse.Namespace) -> int:
     _reject_nan(args.logits, "--logits value")
     explanation = explain(args.logits, args.target, value=args.value, labels=args.labels)
     if args.json:
-        _print_json(explanation.to_dict())
+        print_json(explanation.to_dict())
         return 0
     print(explanation.render(width=args.width, ascii=args.ascii))
     return 0

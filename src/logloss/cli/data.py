@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from logloss.cli import CLIError
+from logloss.cli import CLIError, add_json_flag
 
 # Kept in step with logloss.data.registry.DATASETS (a test checks) so that building the parser
 # does not import NumPy.
@@ -46,12 +46,6 @@ def add_data_arguments(
         )
 
 
-def _add_json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--json", action="store_true", default=False, help="print JSON instead of text"
-    )
-
-
 def _add_name(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "name", choices=DATASET_NAMES, metavar="NAME", help=f"one of {', '.join(DATASET_NAMES)}"
@@ -76,7 +70,7 @@ def register(subparsers: Any) -> None:
         "`logloss data fetch` would download it).",
     )
     add_data_arguments(listing, dataset=False)
-    _add_json(listing)
+    add_json_flag(listing)
     listing.set_defaults(handler=run_list)
 
     fetch = commands.add_parser(
@@ -121,7 +115,7 @@ def register(subparsers: Any) -> None:
         help="with --png, magnify each pixel to N x N (1-64, default: 1)",
     )
     add_data_arguments(show, dataset=False)
-    _add_json(show)
+    add_json_flag(show)
     show.set_defaults(handler=run_show)
 
 

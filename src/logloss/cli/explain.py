@@ -14,12 +14,11 @@ fast.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from logloss.cli import CLIError
+from logloss.cli import CLIError, add_json_flag, print_json
 from logloss.cli.data import add_data_arguments
 from logloss.diagnostics import DEFAULT_BINS, DEFAULT_TOP_K  # numpy only: already loaded
 
@@ -55,12 +54,6 @@ def _add_which(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--json", action="store_true", default=False, help="print JSON instead of text"
-    )
-
-
 def register(subparsers: Any) -> None:
     """Add ``explain``, ``evaluate`` and ``report`` to the ``logloss`` parser."""
     explain = subparsers.add_parser(
@@ -92,7 +85,7 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="also write the sample's image as a PNG, 8x enlarged (default: none)",
     )
-    _add_json(explain)
+    add_json_flag(explain)
     explain.set_defaults(handler=run_explain)
 
     evaluate = subparsers.add_parser(
@@ -135,7 +128,7 @@ def register(subparsers: Any) -> None:
         help="also write PNG figures into DIR: reliability, confusion, hardest, mistakes, "
         "loss concentration, training curves (default: none)",
     )
-    _add_json(evaluate)
+    add_json_flag(evaluate)
     evaluate.set_defaults(handler=run_evaluate)
 
     report = subparsers.add_parser(
@@ -185,12 +178,6 @@ def _sample(checkpoint: Any, split: str, index: int, data_dir: Path | None) -> t
     return images[index], int(labels[index])
 
 
-def _print_json(payload: Any) -> None:
-    from logloss.explain import json_ready
-
-    print(json.dumps(json_ready(payload), indent=2, allow_nan=False))
-
-
 def _writing(flag: str, path: Path, write: Any) -> Any:
     """Call ``write()``; an OS error (no such folder, no permission) becomes a one-line error."""
     try:
@@ -226,7 +213,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
     where = f"{checkpoint.config.dataset} {args.split}[{args.index}]"
     if args.json:
-        _print_json(
+        print_json(
             {
                 "checkpoint": str(args.checkpoint),
                 "weights": args.which,
@@ -298,7 +285,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         payload = result.to_dict()
         payload["figures"] = [str(p) for p in written]
-        _print_json(payload)
+        print_json(payload)
         return 0
     print_evaluation(result)
     for path in written:
