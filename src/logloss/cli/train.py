@@ -61,8 +61,8 @@ def register(subparsers: Any) -> None:
         "train",
         help="train the dense network on MNIST, with checkpoints and the before/after view",
         description="Train a dense network with the cross-entropy loss. Without options it "
-        "reaches about 98%% test accuracy on MNIST in seconds on a CPU; --preset best trains "
-        "longer with augmentation and dropout for about 99.2%%. Options given explicitly "
+        "reaches about 98% test accuracy on MNIST in seconds on a CPU; --preset best trains "
+        "longer with augmentation and dropout for about 99.2%. Options given explicitly "
         "override the preset.",
     )
     train.add_argument(
