@@ -562,12 +562,17 @@ def test_two_pending_losses_get_their_own_gradients() -> None:
     assert_grad_close(b.grad, reference(3 * x, target)[1], torch.float32)
 
 
-def test_nan_and_infinite_logits_propagate_like_pytorch() -> None:
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_nan_and_infinite_logits_propagate_like_pytorch(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOGLOSS_FUSED_BACKEND", backend)
     nan, inf = float("nan"), float("inf")
-    logits = torch.tensor([[nan, 1.0, 2.0], [inf, 1.0, 0.0], [1.0, 2.0, 3.0]])
-    target = torch.tensor([1, 2, 0])
+    logits = torch.tensor([[nan, 1.0, 2.0], [inf, 1.0, 0.0], [1.0, 2.0, 3.0], [inf, 1.0, 0.0]])
+    target = torch.tensor([1, 2, 0, 0])
     expected = reference(logits, target, reduction="none")
     actual = ours(logits, target, reduction="none")
+    assert torch.isnan(actual[0][[0, 1, 3]]).all()
     assert torch.isnan(actual[0][:2]).all()
     assert_close(actual[0], expected[0], torch.float32)
     assert_grad_close(actual[1], expected[1], torch.float32)

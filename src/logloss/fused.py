@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -237,13 +238,16 @@ def _rows_torch(
     ignored = target == opts.ignore_index  # (n,)
     safe_t = target.masked_fill(ignored, 0).unsqueeze(1)  # (n, 1)
     lse = torch.logsumexp(x, dim=1)  # (n,)
+    # A +inf logit makes PyTorch's row NaN (x - max = inf - inf); logsumexp alone would say inf.
+    posinf = torch.isposinf(x).any(dim=1, keepdim=True)  # (n, 1)
     row = lse - (1.0 - eps) * x.gather(1, safe_t).squeeze(1)
     if eps > 0.0:  # skipped at 0: 0 * sum(-inf) would be NaN
         row = row - eps / c * x.sum(dim=1)
+    row = row.masked_fill(posinf.squeeze(1), math.nan)
     loss.copy_(row.masked_fill(ignored, 0.0))
     if grad is None:
         return
-    g = torch.exp(x - lse.unsqueeze(1)).mul_(scale)
+    g = torch.exp(x - lse.unsqueeze(1)).mul_(scale).masked_fill_(posinf, math.nan)
     if eps > 0.0:
         g.sub_(scale * eps / c)
     g.scatter_add_(1, safe_t, torch.full_like(safe_t, -scale * (1.0 - eps), dtype=acc))
