@@ -279,3 +279,11 @@ def test_bars_marks_labels_and_ascii():
 def test_bars_errors(args, kwargs, message):
     with pytest.raises(ValueError, match=message):
         render_bars(*args, **kwargs)
+
+
+def test_a_confident_loss_is_not_printed_as_zero():
+    # z = (0, 12): p(1) = 1 / (1 + e^-12), loss = ln(1 + e^-12) ~ 6.1e-06, by hand.
+    expected = math.log1p(math.exp(-12.0))
+    text = explain([0.0, 12.0], target=1).render()
+    assert f"= {expected:.2e}" in text
+    assert "= 0.0000\n" not in text

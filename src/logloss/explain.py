@@ -28,7 +28,7 @@ import numpy as np
 from logloss._tensors import is_tensor
 from logloss.activations import log_softmax
 
-__all__ = ["Explanation", "explain", "json_ready", "render_bars"]
+__all__ = ["Explanation", "explain", "format_small", "json_ready", "render_bars"]
 
 # Partial blocks for sub-character bar resolution: index k draws k/8 of a cell.
 _EIGHTHS = ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")
@@ -242,8 +242,9 @@ class Explanation:
             verdict = "correct" if self.correct else "wrong"
             lines += [
                 f"true class: {self.name(y)} ({verdict}), p({y}) = {self.p_target:{f}}",
-                f"loss = -ln p({y}) = logsumexp(z) - z[{y}] = {self.loss:{f}}",
-                f"PyTorch CrossEntropyLoss: {self.torch_loss:{f}} (difference {difference:.1e})",
+                f"loss = -ln p({y}) = logsumexp(z) - z[{y}] = {format_small(self.loss, digits)}",
+                f"PyTorch CrossEntropyLoss: {format_small(self.torch_loss, digits)} "
+                f"(difference {difference:.1e})",
             ]
         compare = ""
         if self.loss is not None:
@@ -253,7 +254,7 @@ class Explanation:
             f"uniform guess over {c} classes: loss ln {c} = {self.uniform_loss:{f}}{compare}"
         )
         lines.append(
-            f"entropy of the prediction: {self.entropy:{f}} nats "
+            f"entropy of the prediction: {format_small(self.entropy, digits)} nats "
             f"(0 = certain, ln {c} = {self.uniform_loss:{f}} = uniform)"
         )
         if self.value is not None:
@@ -366,6 +367,19 @@ def _torch_loss(z: np.ndarray, target: int) -> float:
 
     loss_fn = torch.nn.CrossEntropyLoss()
     return float(loss_fn(torch.from_numpy(z)[None, :], torch.tensor([target])))
+
+
+def format_small(x: float, digits: int = 4) -> str:
+    """``x`` with ``digits`` decimals, or in scientific notation when that would print as zero.
+
+    A confident model's loss is often below 1e-4: "0.0000" would hide it.
+
+    >>> format_small(2.2941), format_small(2.1e-05), format_small(0.0)
+    ('2.2941', '2.10e-05', '0.0000')
+    """
+    if x != 0 and math.isfinite(x) and abs(x) < 0.5 * 10**-digits:
+        return f"{x:.2e}"
+    return f"{x:.{digits}f}"
 
 
 def render_bars(

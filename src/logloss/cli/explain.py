@@ -241,7 +241,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
 def before_after_text(before: Any, after: Any, *, width: int = 24) -> str:
     """Two :class:`~logloss.explain.Explanation` of one sample side by side (bars and numbers)."""
-    from logloss.explain import render_bars
+    from logloss.explain import format_small, render_bars
 
     left = render_bars(before.probabilities, before.labels, width).splitlines()
     right = render_bars(after.probabilities, after.labels, width).splitlines()
@@ -255,8 +255,9 @@ def before_after_text(before: Any, after: Any, *, width: int = 24) -> str:
         f"{'':<24}{'untrained':>12}{'trained':>12}",
         f"{'predicted class':<24}{before.predicted:>12}{after.predicted:>12}",
         f"{f'p(true = {y})':<24}{before.p_target:>12.4f}{after.p_target:>12.4f}",
-        f"{'loss = -ln p(true)':<24}{before.loss:>12.4f}{after.loss:>12.4f}",
-        f"{'entropy (nats)':<24}{before.entropy:>12.4f}{after.entropy:>12.4f}",
+        f"{'loss = -ln p(true)':<24}{format_small(before.loss):>12}{format_small(after.loss):>12}",
+        f"{'entropy (nats)':<24}{format_small(before.entropy):>12}"
+        f"{format_small(after.entropy):>12}",
         f"{f'ln {before.num_classes} (uniform guess)':<24}{before.uniform_loss:>12.4f}",
     ]
     return "\n".join(rows)
