@@ -261,3 +261,10 @@ def test_fuzz_damaged_gzip_files(array: np.ndarray, position: int, value: int) -
         return
     # A byte change that gzip's CRC did not catch (e.g. in the header's mtime) changes nothing.
     np.testing.assert_array_equal(back, array)
+
+
+def test_writing_into_a_missing_folder_names_the_file_not_a_temporary(tmp_path):
+    target = tmp_path / "missing" / "a.idx"
+    with pytest.raises(FileNotFoundError, match=r"cannot write .*a\.idx: the folder .*missing"):
+        write_idx(target, np.zeros(3, dtype=np.uint8))
+    assert not (tmp_path / "missing").exists()

@@ -340,3 +340,20 @@ def test_cli_train_json(tmp_path, data_dir, capsys):
     assert "nothing to resume" in capsys.readouterr().err
     assert main(["train", "--resume"]) == 2
     assert "--resume needs --out DIR" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+        (["--lr", "inf"], "--lr must be a number in (0.0, inf), got inf"),
+        (["--target-accuracy", "150"], "--target-accuracy must be in (0, 1] or (1, 100]"),
+    ],
+)
+def test_bad_training_options_name_the_flag(flags, message, tmp_path, capsys):
+    from logloss.cli import main
+
+    status = main(["train", "--dataset", "digits", "--out", str(tmp_path / "run"), *flags])
+    assert status == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before anything was written

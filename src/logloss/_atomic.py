@@ -28,7 +28,12 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     target = Path(path)
     temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.part")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    descriptor = os.open(temporary, flags, 0o666)
+    try:
+        descriptor = os.open(temporary, flags, 0o666)
+    except FileNotFoundError:  # name the file the caller asked for, not our temporary
+        raise FileNotFoundError(
+            f"cannot write {target}: the folder {target.parent} does not exist"
+        ) from None
     try:
         with open(descriptor, "wb") as handle:
             yield handle

@@ -237,6 +237,8 @@ class MLEResult:
 
         >>> mle("wbwbb", numerical=False).derivation
         'dL/dp = 3p^2 (1-p)^2 - 2p^3 (1-p) = 0  ->  3(1-p) = 2p  ->  p = 3/5'
+        >>> mle("aab", numerical=False).derivation
+        'dL/dp = 2p (1-p) - p^2 = 0  ->  2(1-p) = p  ->  p = 2/3'
         """
         if self.parameter is None:
             return None
@@ -249,11 +251,16 @@ class MLEResult:
             powers = " ".join(
                 x for x in (_power("p", p_exponent), _power("(1-p)", q_exponent)) if x
             )
+            if coefficient == 1:  # "p^2", not "1p^2"
+                return powers or "1"
             return f"{coefficient}{powers}"
+
+        def times(coefficient: int, factor: str) -> str:
+            return factor if coefficient == 1 else f"{coefficient}{factor}"
 
         return (
             f"dL/dp = {term(a, a - 1, b)} - {term(b, a, b - 1)} = 0  ->  "
-            f"{a}(1-p) = {b}p  ->  p = {a}/{self.n}"
+            f"{times(a, '(1-p)')} = {times(b, 'p')}  ->  p = {a}/{self.n}"
         )
 
     def fraction(self, symbol: Hashable) -> Fraction:

@@ -199,5 +199,6 @@ def _check_range(
     ok = ok and (value > low if low_open else value >= low)
     ok = ok and (value < high if high_open else value <= high)
     if not ok:
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        closed_high = not high_open and math.isfinite(high)  # an infinite end is never included
+        interval = f"{'(' if low_open else '['}{low}, {high}{']' if closed_high else ')'}"
         raise ValueError(f"{name} must be a number in {interval}, got {value!r}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +177,8 @@ def run_list(args: argparse.Namespace) -> int:
             where = f"only {partial}" if partial else "not found"
             location = f"`logloss data fetch` downloads to {row['download_to']}"
         table.add_row(row["name"], shape, sizes, where, location)
-    Console().print(table)
+    # Piped output is not cut at 80 columns: paths must stay whole to be copied.
+    Console(width=None if sys.stdout.isatty() else 1000).print(table)
     return 0
 
 

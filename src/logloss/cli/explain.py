@@ -328,7 +328,7 @@ def print_evaluation(result: Any) -> None:
     from rich.table import Table
 
     e = result.evaluation
-    console = Console(file=sys.stdout, highlight=False)
+    console = Console(file=sys.stdout, highlight=False, soft_wrap=True)
     title = (
         f"{result.dataset} {result.split}: {e.size} samples, {result.which} weights of "
         f"{result.directory}"

@@ -59,7 +59,7 @@ def register(subparsers: Any) -> None:
 
     train = subparsers.add_parser(
         "train",
-        help="train the dense network on MNIST, with checkpoints and the before/after view",
+        help="train a dense network (MNIST by default), with checkpoints and the before/after view",
         description="Train a dense network with the cross-entropy loss. Without options it "
         "reaches about 98% test accuracy on MNIST in seconds on a CPU; --preset best trains "
         "longer with augmentation and dropout for about 99.2%. Options given explicitly "
@@ -84,7 +84,10 @@ def register(subparsers: Any) -> None:
         "as 0.1 (default: 1/12 of the training set, 5000 for MNIST and 120 for digits)",
     )
     train.add_argument(
-        "--optimizer", choices=OPTIMIZERS, default=None, help=f"({_default_help('optimizer')})"
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default=None,
+        help=f"AdamW or SGD with momentum ({_default_help('optimizer')})",
     )
     train.add_argument(
         "--schedule",
@@ -186,8 +189,22 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
             given[field] = getattr(args, field)
     if args.target_accuracy is not None:
         value = args.target_accuracy
+        if not 0 < value <= 100:
+            raise CLIError(f"--target-accuracy must be in (0, 1] or (1, 100] (%), got {value}")
         given["target_accuracy"] = value / 100 if value > 1 else value
-    return TrainConfig.preset(args.preset, **given), given
+    try:
+        return TrainConfig.preset(args.preset, **given), given
+    except ValueError as error:
+        raise CLIError(_with_option_names(str(error))) from None
+
+
+def _with_option_names(message: str) -> str:
+    """Name the command-line option, not the TrainConfig field: "batch_size must ..." ->
+    "--batch-size must ...", as the user typed it."""
+    field, _, rest = message.partition(" ")
+    if rest and field.isidentifier() and field.islower():
+        return f"--{field.replace('_', '-')} {rest}"
+    return message
 
 
 def _resume_config(args: argparse.Namespace, given: dict[str, Any]) -> Any:
@@ -243,7 +260,7 @@ class RichReporter:
     def __init__(self, stream: Any = None) -> None:
         from rich.console import Console
 
-        self.console = Console(file=stream or sys.stdout, highlight=False)
+        self.console = Console(file=stream or sys.stdout, highlight=False, soft_wrap=True)
         self.progress: Any = None
         self.task: Any = None
         self.steps = 0
