@@ -264,4 +264,4 @@ def test_unwritable_png_is_a_clear_error(capsys, run, data_dir, tmp_path):
         capsys, "explain", "--checkpoint", run, "--png", target, "--data-dir", data_dir
     )
     assert status == 2
-    assert f"cannot write --png {target}: No such file or directory" in err
+    assert f"cannot write --png {target}: the folder {target.parent} does not exist" in err

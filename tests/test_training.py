@@ -61,7 +61,7 @@ def test_config_round_trips_and_rejects_unknown_options():
     [
         ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
         ({"batch_size": 2.5}, "batch_size must be an integer"),
-        ({"lr": 0.0}, r"lr must be a number in \(0.0, inf\]"),
+        ({"lr": 0.0}, r"lr must be a number in \(0.0, inf\)"),
         ({"lr": math.nan}, "lr must be a number"),
         ({"optimizer": "adam"}, "optimizer must be one of adamw, sgd; got 'adam'"),
         ({"schedule": "step"}, "schedule must be one of onecycle, cosine, constant"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         descriptor = os.open(temporary, flags, 0o666)
     except FileNotFoundError:  # name the file the caller asked for, not our temporary
         raise FileNotFoundError(
-            f"cannot write {target}: the folder {target.parent} does not exist"
+            errno.ENOENT, f"the folder {target.parent} does not exist", str(target)
         ) from None
     try:
         with open(descriptor, "wb") as handle:

@@ -83,8 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (``logloss ... | head``): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (CLIError, ValueError, OSError) as error:
-        # OSError: an unreadable or missing file named on the command line.
+    except OSError as error:  # an unreadable, unwritable or missing file named by the user
+        where = f"cannot use {error.filename}: " if error.filename else ""
+        print(f"logloss: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 2
+    except (CLIError, ValueError) as error:
         print(f"logloss: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
