@@ -40,6 +40,28 @@ def add_json_flag(
     parser.add_argument("--json", action="store_true", default=False, help=text)
 
 
+def add_checkpoint_arguments(parser: argparse.ArgumentParser, *, which: bool = True) -> None:
+    """``--checkpoint DIR`` (a ``logloss train --out`` folder) and, unless ``which=False``,
+    ``--which best|last|initial``: the same wording for every command that reads a run."""
+    from pathlib import Path
+
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="run folder written by `logloss train --out DIR` (required)",
+    )
+    if which:
+        parser.add_argument(
+            "--which",
+            choices=("best", "last", "initial"),
+            default="best",
+            help="weights to use: best (validation accuracy), last, or initial (untrained) "
+            "(default: best)",
+        )
+
+
 def print_json(payload: Any) -> None:
     """Print strict JSON (non-finite floats as the strings "NaN", "Infinity", "-Infinity")."""
     import json

@@ -18,22 +18,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from logloss.cli import CLIError, add_json_flag, print_json
+from logloss.cli import CLIError, add_checkpoint_arguments, add_json_flag, print_json
 from logloss.cli.data import add_data_arguments
 from logloss.diagnostics import DEFAULT_BINS, DEFAULT_TOP_K  # numpy only: already loaded
 
 SPLIT_CHOICES = ("test", "validation", "train")
-WEIGHT_CHOICES = ("best", "last", "initial")
 
 
-def _add_checkpoint(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--checkpoint",
-        type=Path,
-        required=True,
-        metavar="DIR",
-        help="run folder written by `logloss train --out DIR` (required)",
-    )
+def _add_checkpoint(parser: argparse.ArgumentParser, *, which: bool) -> None:
+    add_checkpoint_arguments(parser, which=which)
     parser.add_argument(
         "--split",
         choices=SPLIT_CHOICES,
@@ -42,16 +35,6 @@ def _add_checkpoint(parser: argparse.ArgumentParser) -> None:
         "(same seed and size as training) (default: test)",
     )
     add_data_arguments(parser, dataset=False)  # the dataset is the checkpoint's own
-
-
-def _add_which(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--which",
-        choices=WEIGHT_CHOICES,
-        default="best",
-        help="weights to use: best (validation accuracy), last, or initial (untrained) "
-        "(default: best)",
-    )
 
 
 def register(subparsers: Any) -> None:
@@ -63,7 +46,7 @@ def register(subparsers: Any) -> None:
         "its logits, softmax as bars, the predicted and true class, and the loss -ln p(true). "
         "--untrained adds the untrained weights' view of the same sample (loss near ln 10).",
     )
-    _add_checkpoint(explain)
+    _add_checkpoint(explain, which=True)
     explain.add_argument(
         "--index",
         type=int,
@@ -71,7 +54,6 @@ def register(subparsers: Any) -> None:
         metavar="I",
         help="sample number in the split, from 0 (default: 0, the article's 7)",
     )
-    _add_which(explain)
     explain.add_argument(
         "--untrained",
         action="store_true",
@@ -97,8 +79,7 @@ def register(subparsers: Any) -> None:
         "fitted on the validation split), the hardest samples, the most confident mistakes and "
         "the share of the loss carried by the worst 1% of samples.",
     )
-    _add_checkpoint(evaluate)
-    _add_which(evaluate)
+    _add_checkpoint(evaluate, which=True)
     evaluate.add_argument(
         "--bins",
         type=int,
@@ -138,7 +119,7 @@ def register(subparsers: Any) -> None:
         "log-likelihood, softmax, cross-entropy, training, the same sample before and after, "
         "where the remaining loss lives, and calibration, with your run's numbers.",
     )
-    _add_checkpoint(report)
+    _add_checkpoint(report, which=False)
     report.add_argument(
         "--out",
         type=Path,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from logloss.cli import add_checkpoint_arguments
 from logloss.cli.data import add_data_arguments
 
 
@@ -17,19 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "model's logits, softmax probabilities and -ln p(true class). Listens on "
         "127.0.0.1 (this machine only) unless --host says otherwise.",
     )
-    parser.add_argument(
-        "--checkpoint",
-        type=Path,
-        required=True,
-        metavar="DIR",
-        help="checkpoint directory written by `logloss train`",
-    )
-    parser.add_argument(
-        "--which",
-        choices=("best", "last", "initial"),
-        default="best",
-        help="which weights of the checkpoint to use (default: %(default)s)",
-    )
+    add_checkpoint_arguments(parser)
     parser.add_argument(
         "--host",
         type=str,

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from logloss.cli import CLIError
+from logloss.cli import CLIError, add_checkpoint_arguments, add_json_flag
 
 RUNS_DIR = Path("runs")
 
@@ -137,9 +137,7 @@ def register(subparsers: Any) -> None:
         default=False,
         help="continue the interrupted run in --out DIR exactly where it stopped",
     )
-    train.add_argument(
-        "--json", action="store_true", default=False, help="print a JSON summary on stdout"
-    )
+    add_json_flag(train, "print a JSON summary on stdout")
     train.set_defaults(handler=run_train)
 
     predict = subparsers.add_parser(
@@ -149,26 +147,12 @@ def register(subparsers: Any) -> None:
         "the background is light, the digit's bounding box scaled to 20x20 and centred by its "
         "centre of mass in 28x28), then classified.",
     )
-    predict.add_argument(
-        "--checkpoint",
-        type=Path,
-        required=True,
-        metavar="DIR",
-        help="a `logloss train` --out folder",
-    )
+    add_checkpoint_arguments(predict)
     predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files")
-    predict.add_argument(
-        "--which",
-        choices=("best", "last", "initial"),
-        default="best",
-        help="which weights of the run (default: best)",
-    )
     predict.add_argument(
         "--device", default="cpu", help="device for inference: auto, cpu, cuda, mps (default: cpu)"
     )
-    predict.add_argument(
-        "--json", action="store_true", default=False, help="print JSON instead of text"
-    )
+    add_json_flag(predict, "print JSON instead of text")
     predict.set_defaults(handler=run_predict)
 
 
