@@ -282,7 +282,8 @@ def markdown(report: dict) -> str:
         f"Machine: {report['machine']['cpu']}, {report['machine']['threads']} threads, "
         f"torch {report['machine']['torch']}; copy bandwidth "
         f"{report['bandwidth_GB_per_s']:.1f} GB/s (read + write); fused backend "
-        f"`{report['machine']['fused_backend']}`.",
+        f"`{report['machine']['fused_backend']}`, row loops "
+        f"`{report['machine'].get('fused_simd', '?')}`.",
         "",
         "Cross-entropy forward + backward (median seconds; x eager / x compile = speed-up of "
         "logloss fused (default) or fused inplace (`inplace_backward=True`); x floor = time over "
@@ -399,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__,
             "python": platform.python_version(),
             "fused_backend": fused.kernel_status()["backend"],
+            "fused_simd": fused.kernel_status()["simd"],
         },
         "quick": args.quick,
         "repeats": repeats,

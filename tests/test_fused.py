@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logloss import fused
+
+
+@pytest.fixture(autouse=True, params=["native", "portable"])
+def kernel_rows(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs twice: with the C kernel's fastest float32/bfloat16 rows for this CPU
+    (AVX-512 intrinsics where available) and with its portable C loops, so both stay checked."""
+    monkeypatch.setattr(fused, "_PORTABLE_ONLY", request.param == "portable")
+    return request.param
+
 
 # losses: relative tolerance per input dtype, and an absolute floor for losses near zero
 RTOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}
@@ -79,11 +89,20 @@ def assert_close(
     )
 
 
-def assert_grad_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> None:
-    """Every gradient entry within GRAD_RTOL of the reference, up to GRAD_ATOL * max|grad|."""
+def assert_grad_close(
+    actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, scale: float = 0.0
+) -> None:
+    """Every gradient entry within GRAD_RTOL of the reference, up to GRAD_ATOL * max|grad|.
+
+    ``scale`` (the factor s of dL/dz = s (p - onehot): 1/N_valid for a mean) adds one ulp of 1
+    in ``dtype`` times s: p_t - 1 for a confident row is computed from p_t rounded near 1, as
+    PyTorch in that dtype computes it, so that absolute error remains when every gradient entry
+    is tiny (max|grad| ~ 1e-8 for a row whose target dominates).
+    """
     finite = expected[torch.isfinite(expected)].abs()
     biggest = float(finite.max()) if finite.numel() else 0.0
     atol = GRAD_ATOL[dtype] * biggest + GRAD_FLOOR.get(dtype, 0.0)
+    atol += torch.finfo(dtype).eps * scale
     torch.testing.assert_close(
         actual.double(), expected.double(), rtol=GRAD_RTOL[dtype], atol=atol, equal_nan=True
     )
@@ -119,7 +138,7 @@ def cases(draw: st.DrawFn, max_rows: int = 6, max_classes: int = 40) -> dict:
     }
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 @settings(max_examples=60, deadline=None)
 @given(case=cases())
 def test_matches_pytorch(case: dict, dtype: torch.dtype) -> None:
@@ -129,7 +148,22 @@ def test_matches_pytorch(case: dict, dtype: torch.dtype) -> None:
     actual = ours(logits, target, go, **case)
     assert actual[0].dtype == dtype
     assert_close(actual[0], expected[0], dtype, largest(logits))
-    assert_grad_close(actual[1], expected[1], dtype)
+    n_valid = int((target != case["ignore_index"]).sum())
+    scale = 1.0 / max(n_valid, 1) if case["reduction"] == "mean" else 1.0  # go <= 1 for "none"
+    assert_grad_close(actual[1], expected[1], dtype, scale)
+
+
+def test_a_confident_row_rounds_its_target_gradient_as_pytorch_float32_does() -> None:
+    # found by hypothesis: p_0 = 1 - 1.08e-8 rounds to 1 in float32, so d/dz_0 is 0, not the
+    # exact -5.4e-9; PyTorch's float32 gives the same bits (the other entries stay exact)
+    logits = torch.tensor([[15.41, -2.9343, -21.7879], [5.6843, -10.8452, -13.986]])
+    target = torch.tensor([0, 0])
+    z = logits.clone().requires_grad_()
+    F.cross_entropy(z, target).backward()
+    grad = ours(logits, target)[1]
+    assert grad[0, 0].item() == z.grad[0, 0].item() == 0.0
+    assert grad[1, 0].item() == z.grad[1, 0].item()  # -2^-24: 1 - p_0 rounded the same way
+    assert_grad_close(grad, reference(logits, target)[1], torch.float32, 0.5)
 
 
 @settings(max_examples=25, deadline=None)
@@ -365,10 +399,48 @@ def test_compiled_kernel_is_used_here() -> None:
     from conftest import require
 
     require(fused._compiler() is not None, "no C compiler (apt-get install gcc)")
-    assert fused.kernel_status() == {
-        "backend": "c",
-        "detail": f"compiled kernel in {fused._cache_dir()}",
-    }
+    status = fused.kernel_status()
+    assert status["backend"] == "c"
+    assert status["detail"] == f"compiled kernel in {fused._cache_dir()}"
+
+
+def test_avx512_rows_are_used_where_the_cpu_has_avx512(kernel_rows: str) -> None:
+    # independent of the kernel's own CPU detection: the flags Linux reports for the CPU
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file() or fused.kernel_status()["backend"] != "c":
+        pytest.skip("needs Linux and the compiled kernel")
+    flags = set(cpuinfo.read_text().split())
+    has_avx512 = {"avx512f", "avx512bw", "avx512vl"} <= flags
+    expected = "avx512" if has_avx512 and kernel_rows == "native" else "portable"
+    assert fused.kernel_status()["simd"] == expected
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("c", [1, 15, 17, 1000, 4099])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_streamed_gradient_matches_pytorch(
+    monkeypatch: pytest.MonkeyPatch, c: int, smoothing: float, dtype: torch.dtype
+) -> None:
+    # streaming stores normally start at 32 MiB of gradient; from 0 bytes here, so that short,
+    # odd-length rows (not 64-byte aligned: masked head and tail) take that path too, beside
+    # ignored rows, a NaN row, an all -inf row and targets at both ends of a row
+    monkeypatch.setattr(fused, "_STREAM_MIN_BYTES", 0)
+    gen = torch.Generator().manual_seed(c)
+    n = 37
+    logits = torch.randn(n, c, generator=gen) * 4
+    target = torch.randint(0, c, (n,), generator=gen)
+    target[::5] = -100
+    target[1], target[2] = 0, c - 1
+    logits[3, c // 2] = float("nan")
+    logits[4] = float("-inf")
+    logits = logits.to(dtype)
+    for reduction in ("none", "mean"):
+        kwargs = {"reduction": reduction, "label_smoothing": smoothing}
+        expected = reference(logits, target, **kwargs)
+        actual = ours(logits, target, **kwargs)
+        assert actual[1].dtype == dtype
+        assert_close(actual[0], expected[0], dtype, largest(logits))
+        assert_grad_close(actual[1], expected[1], dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -548,6 +620,44 @@ def test_gradient_buffer_reused_only_when_released() -> None:
     assert third.grad.data_ptr() == ptr
     assert_grad_close(third.grad, expected, torch.float32)
     fused.empty_cache()
+
+
+def test_a_buffer_reused_in_a_loop_moves_once_to_huge_pages() -> None:
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(600, 4096, generator=gen)
+    target = torch.randint(0, 4096, (600,), generator=gen)
+    expected = reference(x, target)[1]
+    fused.empty_cache()
+    pointers = []
+    for _ in range(fused._HUGE_AFTER_REUSES + 3):
+        z = x.clone().requires_grad_()
+        fused.cross_entropy(z, target).backward()
+        assert_grad_close(z.grad, expected, torch.float32)
+        pointers.append(z.grad.data_ptr())
+        del z  # the gradient is dropped, as a training step drops it
+    promoted = fused._HUGE_AFTER_REUSES
+    assert len(set(pointers[:promoted])) == 1  # reused as it was ...
+    assert len(set(pointers[promoted:])) == 1  # ... then once replaced, and reused again
+    assert pointers[promoted] != pointers[0]
+    if hasattr(__import__("mmap"), "MADV_HUGEPAGE"):
+        assert pointers[promoted] % (2 << 20) == 0  # starts on a 2 MiB page boundary
+    fused.empty_cache()
+
+
+def test_huge_page_tensor_is_ordinary_memory_that_outlives_its_mapping_object() -> None:
+    import gc
+
+    t = fused._huge_page_tensor(3 << 20, torch.float32)  # 12 MiB
+    assert t.shape == (3 << 20,)
+    assert t.dtype == torch.float32
+    assert t.is_contiguous()
+    gc.collect()  # only the tensor refers to the mapping now
+    t.copy_(torch.arange(3 << 20, dtype=torch.float32))
+    assert t[-1].item() == (3 << 20) - 1
+    assert float(t.sum(dtype=torch.float64)) == sum(range(3 << 20))
+    small = fused._huge_page_tensor(10, torch.bfloat16)  # under 2 MiB: plain torch.empty
+    assert small.shape == (10,)
+    assert small.dtype == torch.bfloat16
 
 
 def test_two_pending_losses_get_their_own_gradients() -> None:

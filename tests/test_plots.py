@@ -150,6 +150,37 @@ def test_training_curves_plot_the_records_and_ln_c():
     assert_drawn(figure)
 
 
+def validation_loss_line(figure):
+    return next(line for line in figure.axes[0].lines if line.get_label() == "validation")
+
+
+def test_one_epoch_curves_start_at_the_untrained_loss():
+    # A `--epochs 1` run: one metrics.jsonl line; the untrained model's loss (near ln 10) is
+    # checkpoint.json's initial_loss, which read_metrics puts first as epoch 0.
+    epoch_one = {"epoch": 1, "train_loss": 0.42, "val_loss": 0.14, "val_accuracy": 0.956}
+    records = plots.with_initial_loss([epoch_one], 2.3135)
+    assert records == [{"epoch": 0, "val_loss": 2.3135}, epoch_one]
+    line = validation_loss_line(plots.training_curves_figure(records, num_classes=10))
+    assert list(line.get_xdata()) == [0.0, 1.0]
+    assert line.get_ydata()[0] == 2.3135
+    assert list(line.get_ydata()) == [2.3135, 0.14]
+    # initial_loss= is the same record: the same points, never a second epoch 0.
+    for figure in (
+        plots.training_curves_figure([epoch_one], initial_loss=2.3135),
+        plots.training_curves_figure(records, initial_loss=2.3135),
+    ):
+        line_too = validation_loss_line(figure)
+        assert list(line_too.get_xdata()) == [0.0, 1.0]
+        assert list(line_too.get_ydata()) == [2.3135, 0.14]
+    # Nothing to add when the loss is unknown; records without "epoch" count on from the last.
+    assert plots.with_initial_loss([epoch_one], None) == [epoch_one]
+    assert plots.with_initial_loss([epoch_one], math.nan) == [epoch_one]
+    assert plots._series([{"epoch": 0, "val_loss": 2.3}, {"val_loss": 0.5}], "val_loss") == (
+        [0.0, 1.0],
+        [2.3, 0.5],
+    )
+
+
 # --------------------------------------------------------------------------- diagnostics
 
 
@@ -161,6 +192,36 @@ def test_reliability_bars_are_the_bin_accuracies(evaluation):
     np.testing.assert_allclose([b.get_height() for b in accuracy_bars], bins.accuracy[filled])
     assert f"ECE {bins.ece:.4f}" in figure.axes[0].get_title()
     assert_drawn(figure)
+
+
+def test_reliability_legend_shows_what_is_drawn(evaluation):
+    bins = evaluation.reliability
+    filled = bins.count > 0
+    gap = bins.confidence[filled] - bins.accuracy[filled]
+    assert (gap < 0).any()  # underconfident bins: gap bars drawn over the accuracy bars
+    assert (gap > 0).any()  # overconfident bins: gap bars above them
+    axis = plots.reliability_figure(bins).axes[0]
+    legend = axis.get_legend()
+    handles = {
+        text.get_text(): handle
+        for text, handle in zip(legend.get_texts(), legend.legend_handles, strict=True)
+    }
+    for container, label in zip(axis.containers, ("accuracy", "gap to confidence"), strict=True):
+        handle = handles[label]
+        for bar in container:
+            assert bar.get_facecolor() == handle.get_facecolor(), label
+            assert bar.get_edgecolor() == handle.get_edgecolor(), label
+            assert bar.get_hatch() == handle.get_hatch(), label
+            assert bar.get_linewidth() == handle.get_linewidth(), label
+            # Opaque: a translucent bar over the accuracy bar looks unlike its legend entry.
+            assert bar.get_facecolor()[3] == 1.0, label
+            assert bar.get_alpha() in (None, 1.0), label
+    gap_handle = handles["gap to confidence"]
+    assert gap_handle.get_facecolor() == (0xF4 / 255, 0xBE / 255, 0xB1 / 255, 1.0)  # GAP_COLOR
+    assert gap_handle.get_hatch() == "//"
+    assert handles["accuracy"].get_facecolor()[:3] == pytest.approx(
+        (0x26 / 255, 0x46 / 255, 0x53 / 255)  # TRAIN_COLOR
+    )
 
 
 def test_confusion_figure_shows_the_counts(evaluation):
@@ -192,6 +253,25 @@ def test_examples_grid_tiles_and_captions(evaluation):
         f"pred {hardest.predicted[0]} p(true) {hardest.p_true[0]:.2g}"
     )
     assert_drawn(figure)
+
+
+@pytest.mark.parametrize("columns", [5, 8])
+def test_examples_captions_are_readable_and_apart(evaluation, columns):
+    images = np.zeros((600, 28, 28), np.uint8)
+    figure = plots.examples_figure(images, evaluation.hardest, title="hardest", columns=columns)
+    decoded(plots.figure_bytes(figure))  # lays the figure out
+    (axis,) = figure.axes
+    renderer = figure.canvas.get_renderer()
+    boxes = [text.get_window_extent(renderer) for text in axis.texts]
+    for text in axis.texts:
+        assert text.get_fontsize() * plots.DPI / 72 >= 12  # pixels, at the PNG's natural size
+    # A column (tile + gap) is at least as wide as any caption: neighbours never overlap.
+    pitch = axis.images[0].get_window_extent(renderer).width / (columns * 30 - 2) * 30
+    assert max(box.width for box in boxes) < pitch
+    for i, first in enumerate(boxes):
+        assert figure.bbox.contains(first.x0, first.y0)
+        assert figure.bbox.contains(first.x1, first.y1)
+        assert not any(first.overlaps(second) for second in boxes[i + 1 :])
 
 
 def test_examples_grid_with_no_examples(evaluation):

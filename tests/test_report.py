@@ -17,7 +17,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from conftest import chromium_driver
-from logloss import report
+from logloss import plots, report
 from logloss.cli import main
 
 
@@ -249,6 +249,45 @@ def test_read_metrics(tmp_path):
         report.read_metrics(tmp_path)
 
 
+def test_read_metrics_starts_with_the_untrained_model(tmp_path):
+    from logloss.checkpoint import FORMAT, FORMAT_VERSION, write_metadata
+
+    epoch_one = {"epoch": 1, "train_loss": 0.42, "val_loss": 0.14}
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(epoch_one) + "\n")
+    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "initial_loss": 2.3135}
+    write_metadata(tmp_path, metadata)
+    assert report.read_metrics(tmp_path) == [{"epoch": 0, "val_loss": 2.3135}, epoch_one]
+    assert report.trained_epochs({}, report.read_metrics(tmp_path)) == (None, 1)
+    write_metadata(tmp_path, {**metadata, "initial_loss": math.nan})  # unknown: no epoch 0
+    assert report.read_metrics(tmp_path) == [epoch_one]
+    (tmp_path / "metrics.jsonl").unlink()  # no epoch recorded: nothing to draw
+    write_metadata(tmp_path, metadata)
+    assert report.read_metrics(tmp_path) == []
+
+
+def test_report_and_evaluate_draw_the_same_training_points(run, data_dir, tmp_path, monkeypatch):
+    # The report and `logloss evaluate --figures` (a 1-epoch run) both start at epoch 0, the
+    # untrained model's validation loss in checkpoint.json, from the same records.
+    drawn = []
+
+    def training_curves_figure(records, **options):
+        figure = original(records, **options)
+        line = next(line for line in figure.axes[0].lines if line.get_label() == "validation")
+        drawn.append((list(line.get_xdata()), list(line.get_ydata())))
+        return figure
+
+    original = plots.training_curves_figure
+    monkeypatch.setattr(plots, "training_curves_figure", training_curves_figure)
+    report.build_report(run, split="validation", data_dir=data_dir, download=False)
+    with redirect_stdout(io.StringIO()):
+        options = ["--checkpoint", run, "--data-dir", data_dir, "--no-calibration"]
+        assert main(["evaluate", *map(str, options), "--figures", str(tmp_path / "f")]) == 0
+    metadata = json.loads((run / "checkpoint.json").read_text(encoding="utf-8"))
+    (epoch_one,) = [r for r in report.read_metrics(run) if r["epoch"] == 1]
+    expected = ([0.0, 1.0], [metadata["initial_loss"], epoch_one["val_loss"]])
+    assert drawn == [expected, expected]
+
+
 def test_report_index_out_of_range(capsys, run, data_dir, tmp_path):
     status = main(
         [
@@ -292,7 +331,7 @@ def test_trained_epochs_reads_best_and_last_from_checkpoint_json():
 def test_page_names_the_best_epoch_it_evaluates(page, rendered, run):
     metadata = json.loads((run / "checkpoint.json").read_text(encoding="utf-8"))
     best, last = metadata["best"]["epoch"], metadata["last"]["epoch"]
-    assert last == len(report.read_metrics(run))
+    assert last == len(report.read_metrics(run)) - 1  # epoch 0, the untrained model, first
     values = {n["id"]: float(n["value"]) for n in rendered["numbers"]}
     assert (values["best-epoch"], values["epochs"]) == (best, last)
     text = plain_text(page.read_text(encoding="utf-8"))
@@ -306,7 +345,8 @@ def test_page_says_best_epoch_when_it_precedes_the_last(run, data_dir, tmp_path)
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     metadata = json.loads((copy / "checkpoint.json").read_text(encoding="utf-8"))
-    first = report.read_metrics(copy)[0]
+    first = report.read_metrics(copy)[1]  # [0] is epoch 0, the untrained model
+    assert first["epoch"] == 1
     records = [{**first, "epoch": k} for k in (1, 2, 3)]
     metadata["best"], metadata["last"] = records[0], records[2]
     (copy / "checkpoint.json").write_text(json.dumps(metadata), encoding="utf-8")
@@ -363,3 +403,21 @@ def test_page_sample_is_the_test_digit_inverted_and_enlarged(page, data_dir):
     with Image.open(io.BytesIO(base64.b64decode(source.group(1)))) as sample:
         pixels = np.asarray(sample.convert("L"))
     np.testing.assert_array_equal(pixels, np.kron(255 - images[0], np.ones((4, 4), np.uint8)))
+
+
+def test_sample_grid_captions_are_readable(browser, rendered):
+    # The grids' captions are drawn in the PNG at plots.CAPTION_POINTS; the page must not
+    # scale the image down below 12 px text, and the figure captions under them are >= 12 px.
+    assert rendered["title"] == "logloss report"  # the browser is on the page
+    shown = browser.execute_script(
+        "return ['figure-hardest', 'figure-mistakes'].map(id => { "
+        "const image = document.getElementById(id); "
+        "const caption = image.parentElement.querySelector('figcaption'); "
+        "return {id: id, width: image.getBoundingClientRect().width, "
+        "natural: image.naturalWidth, "
+        "caption: parseFloat(getComputedStyle(caption).fontSize)}; })"
+    )
+    for image in shown:
+        scale = image["width"] / image["natural"]
+        assert plots.CAPTION_POINTS * plots.DPI / 72 * scale >= 12, image
+        assert image["caption"] >= 12, image

@@ -56,6 +56,13 @@ BASE_COLOR = "#8d99ae"
 TRAIN_COLOR = "#264653"
 VALIDATION_COLOR = "#e9c46a"
 REFERENCE_COLOR = "#6c757d"
+# WRONG_COLOR at 45% over white, opaque: a translucent patch would look different over a bar
+# than over the background (and than its legend entry).
+GAP_COLOR = "#f4beb1"
+
+# Captions of the sample grids: 9 pt is 12.5 px at DPI 100; each column is wide enough for them.
+CAPTION_POINTS = 9.0
+TILE_INCHES = 1.6
 
 
 def blank_figure(width: float, height: float) -> Figure:
@@ -236,13 +243,41 @@ def before_after_figure(
 # --------------------------------------------------------------------------- training
 
 
+INITIAL_EPOCH = 0  # the untrained model, before the first step
+
+
+def with_initial_loss(
+    records: Sequence[Mapping[str, Any]], initial_loss: float | None
+) -> list[dict[str, Any]]:
+    """``records`` preceded by ``{"epoch": 0, "val_loss": initial_loss}``, the untrained model.
+
+    The untrained model's mean validation loss (near ``ln C``) is not a line of
+    ``metrics.jsonl`` but ``checkpoint.json``'s ``initial_loss``; as a record it is drawn like
+    any epoch.  Nothing is added when ``initial_loss`` is ``None`` or not finite, or when the
+    records already have an epoch 0.  Returns new (shallow-copied) records.
+
+    >>> with_initial_loss([{"epoch": 1, "val_loss": 0.2}], 2.3)
+    [{'epoch': 0, 'val_loss': 2.3}, {'epoch': 1, 'val_loss': 0.2}]
+    """
+    known = isinstance(initial_loss, (int, float)) and math.isfinite(initial_loss)
+    copies = [dict(r) for r in records]
+    if not known or any(r.get("epoch") == INITIAL_EPOCH for r in copies):
+        return copies
+    return [{"epoch": INITIAL_EPOCH, "val_loss": float(initial_loss)}, *copies]
+
+
 def _series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    """(epochs, values) of the records that have a number under ``key``."""
+    """(epochs, values) of the records that have a number under ``key``.
+
+    A record's epoch is its ``epoch`` (0 is the untrained model), else the previous one's + 1.
+    """
     epochs, values = [], []
-    for position, record in enumerate(records, start=1):
+    epoch = float(INITIAL_EPOCH)
+    for record in records:
+        epoch = float(record.get("epoch", epoch + 1))
         value = record.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            epochs.append(float(record.get("epoch", position)))
+            epochs.append(epoch)
             values.append(float(value))
     return epochs, values
 
@@ -257,10 +292,14 @@ def training_curves_figure(
 
     Args:
         records: one mapping per epoch with ``epoch`` and any of ``train_loss``,
-            ``val_loss``, ``train_accuracy``, ``val_accuracy`` (missing values are skipped).
+            ``val_loss``, ``train_accuracy``, ``val_accuracy`` (missing values are skipped);
+            epoch 0 is the untrained model (see :func:`with_initial_loss`;
+            :func:`logloss.report.read_metrics` returns it with a run's records).
         num_classes: C, for the ``ln C`` reference line.
-        initial_loss: the untrained model's loss, drawn at epoch 0 when given.
+        initial_loss: the untrained model's validation loss, drawn at epoch 0 when given and
+            the records have no epoch 0 (:func:`with_initial_loss`).
     """
+    records = with_initial_loss(records, initial_loss)
     figure, (loss_axis, accuracy_axis) = new_figure(9, 3.4, columns=2)
     uniform = math.log(num_classes)
     for key, label, color in (
@@ -268,8 +307,6 @@ def training_curves_figure(
         ("val_loss", "validation", VALIDATION_COLOR),
     ):
         epochs, values = _series(records, key)
-        if key == "val_loss" and initial_loss is not None:
-            epochs, values = [0.0, *epochs], [initial_loss, *values]
         if values:
             loss_axis.plot(epochs, values, "o-", color=color, label=label)
     loss_axis.axhline(
@@ -322,36 +359,50 @@ def loss_concentration_figure(losses: np.ndarray, *, worst_fraction: float = 0.0
     return figure
 
 
+# How the reliability diagram's bars look, for the bars and their legend entries alike.
+ACCURACY_STYLE: dict[str, Any] = {"facecolor": TRAIN_COLOR, "edgecolor": "white"}
+GAP_STYLE: dict[str, Any] = {
+    "facecolor": GAP_COLOR,
+    "edgecolor": WRONG_COLOR,
+    "hatch": "//",
+    "linewidth": 0.8,
+}
+
+
 def reliability_figure(bins: Reliability, *, title: str = "reliability diagram") -> Figure:
-    """Accuracy against confidence per bin, the diagonal of perfect calibration, ECE and MCE."""
+    """Accuracy against confidence per bin, the diagonal of perfect calibration, ECE and MCE.
+
+    Each filled bin is a bar of height ``accuracy`` and a gap bar from ``accuracy`` to
+    ``confidence`` (downwards, over the accuracy bar, when the bin is underconfident).  The gap
+    is opaque, so it looks the same over a bar as over the background, and the legend is drawn
+    from the bars' own styles: its entries are exactly what is drawn.
+    """
+    from matplotlib.patches import Patch
+
     width = np.diff(bins.edges)
     centres = bins.edges[:-1] + width / 2
     filled = bins.count > 0
     figure, (axis, counts) = new_figure(9, 3.6, columns=2)
-    axis.bar(
-        centres[filled],
-        bins.accuracy[filled],
-        width=width[filled],
-        color=TRAIN_COLOR,
-        edgecolor="white",
-        label="accuracy",
-    )
+    axis.bar(centres[filled], bins.accuracy[filled], width=width[filled], **ACCURACY_STYLE)
     axis.bar(
         centres[filled],
         bins.confidence[filled] - bins.accuracy[filled],
         bottom=bins.accuracy[filled],
         width=width[filled],
-        color=WRONG_COLOR,
-        alpha=0.45,
-        label="gap to confidence",
+        **GAP_STYLE,
     )
-    axis.plot([0, 1], [0, 1], color=REFERENCE_COLOR, linestyle="--", label="perfect calibration")
+    (diagonal,) = axis.plot([0, 1], [0, 1], color=REFERENCE_COLOR, linestyle="--")
+    handles = [
+        Patch(**ACCURACY_STYLE, label="accuracy"),
+        Patch(**GAP_STYLE, label="gap to confidence"),
+    ]
+    diagonal.set_label("perfect calibration")
     axis.set_xlim(0, 1)
     axis.set_ylim(0, 1)
     axis.set_xlabel("confidence p(predicted)")
     axis.set_ylabel("accuracy")
     axis.set_title(f"{title}: ECE {bins.ece:.4f}, MCE {bins.mce:.4f}", fontsize=10)
-    axis.legend(loc="upper left")
+    axis.legend(handles=[*handles, diagonal], loc="upper left")
     counts.bar(centres, np.maximum(bins.count, 0), width=width, color=BASE_COLOR, edgecolor="white")
     counts.set_yscale("symlog", linthresh=1.0)
     counts.set_xlim(0, 1)
@@ -420,7 +471,9 @@ def examples_figure(
     """A grid of samples (the hardest, the most confident mistakes) with p(true) over each.
 
     Drawn as one image (a :func:`montage`) with captions, which is several times faster than
-    one axes per sample.
+    one axes per sample.  Each column is :data:`TILE_INCHES` wide, room for a caption of
+    :data:`CAPTION_POINTS` (12.5 px at :data:`DPI`): the figure is ``TILE_INCHES * columns``
+    inches wide, so a page that shows it at its natural size keeps the captions readable.
 
     Args:
         images: (N, H, W) uint8, the whole evaluated split (indexed by ``examples.index``).
@@ -432,7 +485,8 @@ def examples_figure(
     h, w = images.shape[1:3]
     label = h // 2  # caption room above each tile, in pixels of the montage
     rows = max(1, math.ceil(count / columns))
-    figure, (axis,) = new_figure(1.3 * columns, 1.75 * rows + 0.35)
+    inches = TILE_INCHES / (w + 2)  # per montage pixel: one column is TILE_INCHES wide
+    figure, (axis,) = new_figure(TILE_INCHES * columns + 0.1, inches * rows * (h + label + 2) + 0.5)
     figure.suptitle(title)
     axis.set_axis_off()
     if count == 0:
@@ -450,7 +504,7 @@ def examples_figure(
             f"pred {examples.predicted[j]} p(true) {examples.p_true[j]:.2g}",
             ha="center",
             va="bottom",
-            fontsize=7,
+            fontsize=CAPTION_POINTS,
             color=WRONG_COLOR if wrong else TRAIN_COLOR,
         )
     return figure

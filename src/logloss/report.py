@@ -24,11 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from logloss.checkpoint import METRICS_FILE
+from logloss.checkpoint import METADATA_FILE, METRICS_FILE
 
 # The article's five balls: white, black, white, black, black; and a second draw for additivity.
 BALLS = "wbwbb"
 MORE_BALLS = "bbw"
+# Sample grids in 5 columns of plots.TILE_INCHES (810 px): the page (at most 948 px wide) shows
+# them at their natural size, so their 12.5 px captions are not scaled down.
+EXAMPLE_COLUMNS = 5
 
 
 @dataclass(frozen=True)
@@ -41,11 +44,19 @@ class Report:
 
 
 def read_metrics(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The per-epoch records of a run's ``metrics.jsonl`` (``[]`` when the file is absent).
+    """A run's per-epoch records: epoch 0, the untrained model, then ``metrics.jsonl``'s lines.
+
+    Epoch 0 is ``{"epoch": 0, "val_loss": initial_loss}`` with ``checkpoint.json``'s
+    ``initial_loss`` (see :func:`logloss.plots.with_initial_loss`), present when that is a
+    finite number and the run has recorded an epoch; ``[]`` when ``metrics.jsonl`` is absent.
+    The report and ``logloss evaluate --figures`` draw their training curves from these records.
 
     Raises:
-        ValueError: a line that is not a JSON object (its line number is given).
+        ValueError: a line that is not a JSON object (its line number is given), or a damaged
+            ``checkpoint.json``.
     """
+    from logloss.plots import with_initial_loss
+
     path = Path(directory) / METRICS_FILE
     if not path.is_file():
         return []
@@ -60,7 +71,17 @@ def read_metrics(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:
         if not isinstance(record, dict):
             raise ValueError(f"{path} line {number} is not a JSON object: {line[:80]!r}")
         records.append(record)
-    return records
+    return with_initial_loss(records, _initial_loss(directory)) if records else records
+
+
+def _initial_loss(directory: str | os.PathLike[str]) -> float | None:
+    """``checkpoint.json``'s ``initial_loss`` (the untrained model's validation loss), if any."""
+    from logloss.checkpoint import read_metadata
+
+    if not (Path(directory) / METADATA_FILE).is_file():
+        return None
+    value = read_metadata(directory).get("initial_loss")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def trained_epochs(
@@ -70,11 +91,12 @@ def trained_epochs(
 
     The best epoch is ``checkpoint.json``'s ``best.epoch`` (1-based: the epoch with the highest
     validation accuracy), ``None`` when the run has none; the count is its ``last.epoch``, or the
-    number of ``metrics.jsonl`` records when that is absent.
+    number of trained-epoch records (epoch 0, the untrained model, not counted) when that is
+    absent.
 
     >>> trained_epochs({"best": {"epoch": 3}, "last": {"epoch": 5}}, [])
     (3, 5)
-    >>> trained_epochs({}, [{"epoch": 1}, {"epoch": 2}])
+    >>> trained_epochs({}, [{"epoch": 0}, {"epoch": 1}, {"epoch": 2}])
     (None, 2)
     """
 
@@ -83,7 +105,8 @@ def trained_epochs(
         value = record.get("epoch") if isinstance(record, Mapping) else None
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
-    return epoch("best"), epoch("last") or len(records)
+    trained = sum(1 for r in records if r.get("epoch") != 0)
+    return epoch("best"), epoch("last") or trained
 
 
 def write_report(path: str | os.PathLike[str], page: str) -> Path:
@@ -320,11 +343,7 @@ def build_report(
     )
     curves = (
         _figure(
-            plots.training_curves_figure(
-                records,
-                num_classes=c,
-                initial_loss=initial_loss if isinstance(initial_loss, (int, float)) else None,
-            ),
+            plots.training_curves_figure(records, num_classes=c),
             "training",
             "loss and accuracy per epoch, train vs validation",
         )
@@ -391,14 +410,20 @@ def build_report(
         )
         + _figure(
             plots.examples_figure(
-                result.images, e.hardest, title="hardest samples: largest -ln p(true)"
+                result.images,
+                e.hardest,
+                title="hardest samples: largest -ln p(true)",
+                columns=EXAMPLE_COLUMNS,
             ),
             "hardest",
             "the hardest samples with p(true)",
         )
         + _figure(
             plots.examples_figure(
-                result.images, e.confident_mistakes, title="most confident mistakes"
+                result.images,
+                e.confident_mistakes,
+                title="most confident mistakes",
+                columns=EXAMPLE_COLUMNS,
             ),
             "mistakes",
             "the most confident mistakes",
