@@ -94,15 +94,16 @@ def assert_grad_close(
 ) -> None:
     """Every gradient entry within GRAD_RTOL of the reference, up to GRAD_ATOL * max|grad|.
 
-    ``scale`` (the factor s of dL/dz = s (p - onehot): 1/N_valid for a mean) adds one ulp of 1
-    in ``dtype`` times s: p_t - 1 for a confident row is computed from p_t rounded near 1, as
-    PyTorch in that dtype computes it, so that absolute error remains when every gradient entry
-    is tiny (max|grad| ~ 1e-8 for a row whose target dominates).
+    ``scale`` (the factor s of dL/dz = s (p - onehot): 1/N_valid for a mean) adds four ulps of
+    1 in ``dtype`` times s: p_t - 1 for a confident row is computed from p_t rounded near 1 (and
+    from an exp good to ~1 ulp), as PyTorch in that dtype computes it, so that absolute error
+    remains when every gradient entry is tiny (max|grad| ~ 1e-8 for a row whose target
+    dominates).
     """
     finite = expected[torch.isfinite(expected)].abs()
     biggest = float(finite.max()) if finite.numel() else 0.0
     atol = GRAD_ATOL[dtype] * biggest + GRAD_FLOOR.get(dtype, 0.0)
-    atol += torch.finfo(dtype).eps * scale
+    atol += 4 * torch.finfo(dtype).eps * scale
     torch.testing.assert_close(
         actual.double(), expected.double(), rtol=GRAD_RTOL[dtype], atol=atol, equal_nan=True
     )
@@ -147,7 +148,10 @@ def test_matches_pytorch(case: dict, dtype: torch.dtype) -> None:
     expected = reference(logits, target, go, **case)
     actual = ours(logits, target, go, **case)
     assert actual[0].dtype == dtype
-    assert_close(actual[0], expected[0], dtype, largest(logits))
+    # a float16 sum beyond 65504 is inf in float16 (as PyTorch's): compare with the rounded value
+    beyond = expected[0].abs() > torch.finfo(dtype).max
+    expected_loss = torch.where(beyond, expected[0].to(dtype).double(), expected[0])
+    assert_close(actual[0], expected_loss, dtype, largest(logits))
     n_valid = int((target != case["ignore_index"]).sum())
     scale = 1.0 / max(n_valid, 1) if case["reduction"] == "mean" else 1.0  # go <= 1 for "none"
     assert_grad_close(actual[1], expected[1], dtype, scale)
@@ -620,44 +624,6 @@ def test_gradient_buffer_reused_only_when_released() -> None:
     assert third.grad.data_ptr() == ptr
     assert_grad_close(third.grad, expected, torch.float32)
     fused.empty_cache()
-
-
-def test_a_buffer_reused_in_a_loop_moves_once_to_huge_pages() -> None:
-    gen = torch.Generator().manual_seed(6)
-    x = torch.randn(600, 4096, generator=gen)
-    target = torch.randint(0, 4096, (600,), generator=gen)
-    expected = reference(x, target)[1]
-    fused.empty_cache()
-    pointers = []
-    for _ in range(fused._HUGE_AFTER_REUSES + 3):
-        z = x.clone().requires_grad_()
-        fused.cross_entropy(z, target).backward()
-        assert_grad_close(z.grad, expected, torch.float32)
-        pointers.append(z.grad.data_ptr())
-        del z  # the gradient is dropped, as a training step drops it
-    promoted = fused._HUGE_AFTER_REUSES
-    assert len(set(pointers[:promoted])) == 1  # reused as it was ...
-    assert len(set(pointers[promoted:])) == 1  # ... then once replaced, and reused again
-    assert pointers[promoted] != pointers[0]
-    if hasattr(__import__("mmap"), "MADV_HUGEPAGE"):
-        assert pointers[promoted] % (2 << 20) == 0  # starts on a 2 MiB page boundary
-    fused.empty_cache()
-
-
-def test_huge_page_tensor_is_ordinary_memory_that_outlives_its_mapping_object() -> None:
-    import gc
-
-    t = fused._huge_page_tensor(3 << 20, torch.float32)  # 12 MiB
-    assert t.shape == (3 << 20,)
-    assert t.dtype == torch.float32
-    assert t.is_contiguous()
-    gc.collect()  # only the tensor refers to the mapping now
-    t.copy_(torch.arange(3 << 20, dtype=torch.float32))
-    assert t[-1].item() == (3 << 20) - 1
-    assert float(t.sum(dtype=torch.float64)) == sum(range(3 << 20))
-    small = fused._huge_page_tensor(10, torch.bfloat16)  # under 2 MiB: plain torch.empty
-    assert small.shape == (10,)
-    assert small.dtype == torch.bfloat16
 
 
 def test_two_pending_losses_get_their_own_gradients() -> None:

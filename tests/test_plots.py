@@ -160,9 +160,13 @@ def test_one_epoch_curves_start_at_the_untrained_loss():
     epoch_one = {"epoch": 1, "train_loss": 0.42, "val_loss": 0.14, "val_accuracy": 0.956}
     records = plots.with_initial_loss([epoch_one], 2.3135)
     assert records == [{"epoch": 0, "val_loss": 2.3135}, epoch_one]
-    line = validation_loss_line(plots.training_curves_figure(records, num_classes=10))
+    figure = plots.training_curves_figure(records, num_classes=10)
+    line = validation_loss_line(figure)
     assert list(line.get_xdata()) == [0.0, 1.0]
     assert line.get_ydata()[0] == 2.3135
+    loss_axis, accuracy_axis = figure.axes
+    assert accuracy_axis.get_xlim() == loss_axis.get_xlim()  # both panels span epochs 0..1
+    assert accuracy_axis.get_xlim()[0] < 0.0 < 1.0 < accuracy_axis.get_xlim()[1]
     assert list(line.get_ydata()) == [2.3135, 0.14]
     # initial_loss= is the same record: the same points, never a second epoch 0.
     for figure in (

@@ -2,7 +2,8 @@
 
 One program per row: an online max/sum over column blocks gives logsumexp, a second sweep over
 the (cached) row writes dL/dz = s (softmax - (1 - eps) onehot - eps/C).  Same math as
-``_fused_kernel.c``.  NOTE: written without a GPU; the CPU-only CI never runs it.
+``_fused_kernel.c``.  Not run on a GPU yet (none was available): checked on the CPU by Triton's
+interpreter against PyTorch (tests/test_fused_triton.py, which skips where Triton is absent).
 """
 
 from __future__ import annotations

@@ -10,10 +10,11 @@ with ``inplace_backward=True``; backward only multiplies by the incoming gradien
 read from memory once: its max, then (the row now in cache) exp(z - max) and their sum, then the
 gradient.  Backends, chosen per call (see docs/fused.md for the measurements behind them):
 
-- CPU, float32/float16/bfloat16: a C kernel (``_fused_kernel.c``, vectorised polynomial exp,
-  rows split over threads), compiled with the system C compiler on first use and cached; without
-  a compiler, a warning and the torch path.
-- CUDA with Triton importable: a Triton kernel (written for, but not run on, a GPU here).
+- CPU, float32/float16/bfloat16: a C kernel (``_fused_kernel.c``: AVX-512 intrinsics where the
+  CPU has them, else portable vectorised C; rows split over threads), compiled with the system C
+  compiler on first use and cached; without a compiler, a warning and the torch path.
+- CUDA with Triton importable: a Triton kernel (checked with Triton's CPU interpreter; not yet
+  run on a GPU).
 - Anything else (float64, other devices, ``LOGLOSS_FUSED_BACKEND=torch``): the same math in
   torch, in float32 (float64 for float64 logits), chunked over rows.
 
@@ -23,7 +24,6 @@ the (N, V) logits never exist at once, and accumulates the three gradients in th
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import hashlib
@@ -340,10 +340,8 @@ def _reduce(loss_rows: torch.Tensor, reduction: str, n_valid: torch.Tensor) -> t
 
 
 _buffer_lock = threading.Lock()
-# at most one [buffer, the refcount of its memory when nothing but the slot refers to it,
-# times handed out again]
-_buffer_slot: list[list[Any]] = []
-_HUGE_AFTER_REUSES = 2  # a buffer handed out this many times again is in a loop: huge pages
+# at most one (buffer, the refcount of its memory when nothing but the slot refers to it)
+_buffer_slot: list[tuple[torch.Tensor, int]] = []
 
 
 def _storage_refs(t: torch.Tensor) -> int:
@@ -359,12 +357,6 @@ def _new_buffer(like: torch.Tensor) -> torch.Tensor:
     refers to its memory (the gradient from the previous step was consumed and dropped); each
     handle given out holds a reference, so a buffer still in use is never reused.
     ``empty_cache()`` releases it.
-
-    A buffer handed out ``_HUGE_AFTER_REUSES`` times again belongs to a loop: it is then
-    replaced, once, by one in 2 MiB pages (``_huge_page_tensor``: ~10% faster passes).  Not
-    from the start, because the first huge pages of a process can cost the kernel a memory
-    compaction (measured here: 0.5-0.7 s for 512 MiB, against 0.1 s for 4 KiB pages), which
-    only a loop pays back.
     """
     nbytes = like.numel() * like.element_size()
     if (
@@ -374,52 +366,15 @@ def _new_buffer(like: torch.Tensor) -> torch.Tensor:
     ):
         return torch.empty(like.shape, dtype=like.dtype, device=like.device)
     with _buffer_lock:
-        reuses = 0
         if _buffer_slot:
-            kept, alone, reuses = _buffer_slot[0]
+            kept, alone = _buffer_slot[0]
             same_size = kept.dtype == like.dtype and kept.numel() == like.numel()
             if same_size and _storage_refs(kept) == alone:
-                reuses += 1
-                if reuses != _HUGE_AFTER_REUSES:
-                    _buffer_slot[0][2] = reuses
-                    return kept.view(like.shape)  # a new handle: counts while it lives
-            else:
-                reuses = 0
+                return kept.view(like.shape)  # a new handle: counts while it lives
         _buffer_slot.clear()  # the old buffer's memory goes before the new one is made
-        if reuses == _HUGE_AFTER_REUSES:
-            fresh = _huge_page_tensor(like.numel(), like.dtype)
-        else:
-            fresh = torch.empty(like.numel(), dtype=like.dtype)
-        _buffer_slot[:] = [[fresh, _storage_refs(fresh), reuses]]
+        fresh = torch.empty(like.numel(), dtype=like.dtype)
+        _buffer_slot[:] = [(fresh, _storage_refs(fresh))]
         return fresh.view(like.shape)
-
-
-_HUGE_PAGE = 2 << 20
-
-
-def _huge_page_tensor(numel: int, dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised 1-D CPU tensor in memory the kernel may back with 2 MiB pages.
-
-    Linux's transparent huge pages are often on only for memory that asks (``madvise`` mode),
-    and PyTorch's CPU allocator asks only under ``THP_MEM_ALLOC_ENABLE=1``.  A gradient matrix
-    streamed through with 4 KiB pages misses the TLB every 4 KiB: measured here, 2 MiB pages
-    made the 512 MiB gradient pass ~10% faster, and its first use faults 256 pages, not 131072.
-    Elsewhere (no madvise, THP off) this is plain anonymous memory.  The tensor keeps the
-    mapping alive; it is unmapped when the last tensor using it goes.
-    """
-    import mmap
-
-    nbytes = numel * torch.empty(0, dtype=dtype).element_size()
-    advice = getattr(mmap, "MADV_HUGEPAGE", None)
-    if advice is None or not hasattr(mmap, "MAP_PRIVATE") or nbytes < _HUGE_PAGE:
-        return torch.empty(numel, dtype=dtype)
-    # one extra huge page of address space (never touched) to start on a 2 MiB boundary
-    region = mmap.mmap(-1, nbytes + _HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    with contextlib.suppress(OSError):  # THP compiled out of this kernel: plain pages
-        region.madvise(advice)
-    raw = torch.frombuffer(region, dtype=torch.uint8)
-    start = -raw.data_ptr() % _HUGE_PAGE
-    return raw[start : start + nbytes].view(dtype)
 
 
 def empty_cache() -> None:

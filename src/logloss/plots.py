@@ -326,6 +326,7 @@ def training_curves_figure(
     accuracy_axis.axhline(1.0 / num_classes, color=WRONG_COLOR, linestyle="--", label="chance")
     accuracy_axis.set_title("accuracy per epoch")
     accuracy_axis.set_xlabel("epoch")
+    accuracy_axis.set_xlim(loss_axis.get_xlim())  # the same epochs under both panels
     accuracy_axis.legend()
     return figure
 
