@@ -247,19 +247,24 @@ INITIAL_EPOCH = 0  # the untrained model, before the first step
 
 
 def with_initial_loss(
-    records: Sequence[Mapping[str, Any]], initial_loss: float | None
+    records: Sequence[Mapping[str, Any]], initial_loss: Any
 ) -> list[dict[str, Any]]:
     """``records`` preceded by ``{"epoch": 0, "val_loss": initial_loss}``, the untrained model.
 
     The untrained model's mean validation loss (near ``ln C``) is not a line of
     ``metrics.jsonl`` but ``checkpoint.json``'s ``initial_loss``; as a record it is drawn like
-    any epoch.  Nothing is added when ``initial_loss`` is ``None`` or not finite, or when the
-    records already have an epoch 0.  Returns new (shallow-copied) records.
+    any epoch.  Nothing is added when ``initial_loss`` is not a finite number (``None``, NaN, a
+    bool or a string from a damaged file), or when the records already have an epoch 0.
+    Returns new (shallow-copied) records.
 
     >>> with_initial_loss([{"epoch": 1, "val_loss": 0.2}], 2.3)
     [{'epoch': 0, 'val_loss': 2.3}, {'epoch': 1, 'val_loss': 0.2}]
     """
-    known = isinstance(initial_loss, (int, float)) and math.isfinite(initial_loss)
+    known = (
+        isinstance(initial_loss, (int, float))
+        and not isinstance(initial_loss, bool)
+        and math.isfinite(initial_loss)
+    )
     copies = [dict(r) for r in records]
     if not known or any(r.get("epoch") == INITIAL_EPOCH for r in copies):
         return copies

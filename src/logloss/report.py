@@ -43,13 +43,16 @@ class Report:
     seconds: float
 
 
-def read_metrics(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:
+def read_metrics(
+    directory: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """A run's per-epoch records: epoch 0, the untrained model, then ``metrics.jsonl``'s lines.
 
     Epoch 0 is ``{"epoch": 0, "val_loss": initial_loss}`` with ``checkpoint.json``'s
     ``initial_loss`` (see :func:`logloss.plots.with_initial_loss`), present when that is a
     finite number and the run has recorded an epoch; ``[]`` when ``metrics.jsonl`` is absent.
     The report and ``logloss evaluate --figures`` draw their training curves from these records.
+    ``metadata``: the run's ``checkpoint.json`` when the caller has it already (else it is read).
 
     Raises:
         ValueError: a line that is not a JSON object (its line number is given), or a damaged
@@ -71,17 +74,18 @@ def read_metrics(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:
         if not isinstance(record, dict):
             raise ValueError(f"{path} line {number} is not a JSON object: {line[:80]!r}")
         records.append(record)
-    return with_initial_loss(records, _initial_loss(directory)) if records else records
+    if not records:
+        return records
+    if metadata is None:
+        metadata = _metadata_if_any(directory)
+    return with_initial_loss(records, metadata.get("initial_loss"))
 
 
-def _initial_loss(directory: str | os.PathLike[str]) -> float | None:
-    """``checkpoint.json``'s ``initial_loss`` (the untrained model's validation loss), if any."""
+def _metadata_if_any(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The run's ``checkpoint.json``, or ``{}`` when the folder has none."""
     from logloss.checkpoint import read_metadata
 
-    if not (Path(directory) / METADATA_FILE).is_file():
-        return None
-    value = read_metadata(directory).get("initial_loss")
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return read_metadata(directory) if (Path(directory) / METADATA_FILE).is_file() else {}
 
 
 def trained_epochs(
@@ -233,8 +237,8 @@ def build_report(
     image, label = result.images[index], int(e.target[index])
     after = explain(result.logits[index], label, labels=result.classes)
     before = explain(untrained_logits[index], label, labels=result.classes)
-    records = read_metrics(result.directory)
     metadata = trained.metadata
+    records = read_metrics(result.directory, metadata)
     page = _Page()
     n = page.number
     c = e.num_classes
