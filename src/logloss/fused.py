@@ -42,8 +42,8 @@ from typing import Any
 
 import torch
 
+from logloss._checks import check_index_target, check_label_smoothing, check_reduction
 from logloss._tensors import is_tensor
-from logloss.losses import _check_index_target, _check_label_smoothing, _check_reduction
 
 __all__ = ["cross_entropy", "empty_cache", "kernel_status", "linear_cross_entropy"]
 
@@ -490,7 +490,7 @@ def _check_target(
             "device"
         )
     # like's shape without its second axis is (N,), which target has (checked above)
-    target, _ = _check_index_target(target, like, num_classes, ignore_index, against)
+    target, _ = check_index_target(target, like, num_classes, ignore_index, against)
     return target.contiguous(), int(ignore_index)
 
 
@@ -575,8 +575,8 @@ def cross_entropy(
     """
     logits = _check_logits(logits)
     target, ignore_index = _check_target(target, logits.shape[1], ignore_index, logits, "logits")
-    _check_reduction(reduction)
-    smoothing = _check_label_smoothing(label_smoothing)
+    check_reduction(reduction)
+    smoothing = check_label_smoothing(label_smoothing)
     if inplace_backward:
         _check_inplace(logits)
     opts = RowOptions(ignore_index, smoothing, 1.0)  # the scale is set in forward
@@ -759,7 +759,7 @@ def linear_cross_entropy(
     ):
         raise ValueError(f"chunk_size must be a positive int or None; got {chunk_size!r}")
     target, ignore_index = _check_target(target, weight.shape[0], ignore_index, hidden, "hidden")
-    _check_reduction(reduction)
+    check_reduction(reduction)
     chunk = chunk_size or _default_chunk_rows(*hidden.shape, weight.shape[0])
     # the weight is used with its own strides (a transposed or tied V x H matrix is not copied)
     return _FusedLinearCrossEntropy.apply(

@@ -18,18 +18,19 @@ from typing import Any
 
 import numpy as np
 
-from logloss._tensors import (
-    Array,
-    Ops,
-    as_float,
-    first_bad,
-    format_index,
-    is_tensor,
-    item,
-    like,
-    ops_for,
-    torch_module,
+from logloss._checks import (
+    check_binary_target,
+    check_broadcastable,
+    check_class_axis,
+    check_class_weight,
+    check_in_unit_interval,
+    check_index_target,
+    check_label_smoothing,
+    check_probability_target,
+    check_reduction,
+    is_float,
 )
+from logloss._tensors import Array, Ops, as_float, is_tensor, ops_for, torch_module
 from logloss.activations import log_sigmoid, log_softmax
 
 __all__ = [
@@ -38,8 +39,6 @@ __all__ = [
     "cross_entropy",
     "nll_loss",
 ]
-
-REDUCTIONS = ("none", "mean", "sum")
 
 # PyTorch clamps log(p) and log(1 - p) at -100 in binary_cross_entropy so that p = 0 or 1 gives a
 # finite loss; its backward divides by max(p (1 - p), 1e-12), a float32 constant in ATen.
@@ -86,15 +85,15 @@ def cross_entropy(
     0.2395447...
     """
     x, restore = as_float(logits, "logits", widen_torch=True)
-    _check_reduction(reduction)
-    smoothing = _check_label_smoothing(label_smoothing)
-    n_classes = _check_class_axis(x, "logits")
-    w = _check_class_weight(weight, x, n_classes)
+    check_reduction(reduction)
+    smoothing = check_label_smoothing(label_smoothing)
+    n_classes = check_class_axis(x, "logits")
+    w = check_class_weight(weight, x, n_classes)
     ops = ops_for(x)
-    if _is_float(target):
-        q = _check_probability_target(target, x)
+    if is_float(target):
+        q = check_probability_target(target, x)
         return _finish(restore, _probability_ce_kernel, ops, x, q, w, reduction, smoothing)
-    t, ignore = _check_index_target(target, x, n_classes, ignore_index, "logits")
+    t, ignore = check_index_target(target, x, n_classes, ignore_index, "logits")
     return _finish(restore, _index_ce_kernel, ops, x, t, w, ignore, reduction, smoothing)
 
 
@@ -126,10 +125,10 @@ def nll_loss(
     0.2876820...
     """
     lp, restore = as_float(log_probs, "log_probs", widen_torch=True)
-    _check_reduction(reduction)
-    n_classes = _check_class_axis(lp, "log_probs")
-    w = _check_class_weight(weight, lp, n_classes)
-    t, ignore = _check_index_target(target, lp, n_classes, ignore_index, "log_probs")
+    check_reduction(reduction)
+    n_classes = check_class_axis(lp, "log_probs")
+    w = check_class_weight(weight, lp, n_classes)
+    t, ignore = check_index_target(target, lp, n_classes, ignore_index, "log_probs")
     return _finish(restore, _nll_kernel, ops_for(lp), lp, t, w, ignore, reduction)
 
 
@@ -154,10 +153,10 @@ def binary_cross_entropy(
     0.2231435...
     """
     p, restore = as_float(probs, "probs", widen_torch=True)
-    _check_reduction(reduction)
-    _check_in_unit_interval(p, "probs", "probabilities")
-    y = _check_binary_target(target, p, "probs")
-    w = _check_broadcastable(weight, p, "weight")
+    check_reduction(reduction)
+    check_in_unit_interval(p, "probs", "probabilities")
+    y = check_binary_target(target, p, "probs")
+    w = check_broadcastable(weight, p, "weight")
     return _finish(restore, _bce_kernel, ops_for(p), p, y, w, reduction)
 
 
@@ -189,203 +188,15 @@ def binary_cross_entropy_with_logits(
     0.6931471...
     """
     x, restore = as_float(logits, "logits", widen_torch=True)
-    _check_reduction(reduction)
-    y = _check_binary_target(target, x, "logits")
-    w = _check_broadcastable(weight, x, "weight")
-    pw = _check_broadcastable(pos_weight, x, "pos_weight")
+    check_reduction(reduction)
+    y = check_binary_target(target, x, "logits")
+    w = check_broadcastable(weight, x, "weight")
+    pw = check_broadcastable(pos_weight, x, "pos_weight")
     return _finish(restore, _bce_with_logits_kernel, ops_for(x), x, y, w, pw, reduction)
 
 
 # ---------------------------------------------------------------------------------------------
-# Validation helpers (the boundary).
-
-
-def _check_reduction(reduction: str) -> None:
-    if reduction not in REDUCTIONS:
-        raise ValueError(
-            f"reduction={reduction!r} is not supported; "
-            f"use one of {', '.join(map(repr, REDUCTIONS))}"
-        )
-
-
-def _check_label_smoothing(label_smoothing: float) -> float:
-    try:
-        value = float(label_smoothing)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}"
-        ) from None
-    if not 0.0 <= value <= 1.0:  # also rejects NaN
-        raise ValueError(
-            f"label_smoothing={label_smoothing!r} is outside [0, 1]; 0 means no smoothing, "
-            "1 means a uniform target"
-        )
-    return value
-
-
-def _check_class_axis(x: Array, name: str) -> int:
-    """The number of classes C of logits/log-probs shaped (C,) or (N, C, ...)."""
-    if x.ndim == 0:
-        raise ValueError(
-            f"{name} must have a class axis: shape (C,), (N, C) or (N, C, d1, ...), got a scalar"
-        )
-    n_classes = x.shape[0 if x.ndim == 1 else 1]
-    if n_classes == 0:
-        raise ValueError(
-            f"{name} has shape {tuple(x.shape)}: the class axis needs at least 1 class"
-        )
-    return int(n_classes)
-
-
-def _is_float(target: Array) -> bool:
-    if is_tensor(target):
-        return bool(target.is_floating_point())
-    return np.asarray(target).dtype.kind == "f"
-
-
-def _check_index_target(
-    target: Array, x: Array, n_classes: int, ignore_index: int, name: str
-) -> tuple[Array, int | None]:
-    """Class-index targets: integer dtype, x's shape without the class axis, values in [0, C).
-
-    Returns the targets (int64, on x's device) and ``ignore_index``, or None when no target can
-    equal it (then the kernels skip the masking: the common case, a cheaper graph).
-    """
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-        raise ValueError(f"ignore_index must be an int, got {ignore_index!r}")
-    if not _is_integer(target):
-        raise ValueError(
-            f"target must hold integer class indices (or floating class probabilities with "
-            f"{name}' shape), got dtype {_dtype_name(target)}"
-        )
-    t = like(target, x, dtype="index")
-    expected = tuple(x.shape[:1]) + tuple(x.shape[2:]) if x.ndim >= 2 else ()
-    if tuple(t.shape) != expected:
-        raise ValueError(
-            f"target shape {tuple(t.shape)} does not match {name} shape {tuple(x.shape)}: "
-            f"class-index targets need shape {expected} ({name}' shape without the class axis "
-            f"{0 if x.ndim == 1 else 1}); for class probabilities pass a float array of shape "
-            f"{tuple(x.shape)}"
-        )
-    low, high = _min_max(t)  # one pass (and one device sync) for the common, valid case
-    if low >= 0 and high < n_classes:
-        return t, ignore_index if low <= ignore_index <= high else None
-    bad = first_bad(((t < 0) | (t >= n_classes)) & (t != ignore_index))
-    if bad is not None:
-        raise ValueError(
-            f"target value {item(t, bad)} at index {format_index(bad)} is not a class index: "
-            f"targets must be in [0, {n_classes}) for {n_classes} classes, or equal "
-            f"ignore_index={ignore_index} to be skipped; check the labels or the number of classes"
-        )
-    return t, ignore_index
-
-
-def _min_max(t: Array) -> tuple[int, int]:
-    """(min, max) of an integer array/tensor; (0, -1) when it is empty."""
-    if math.prod(t.shape) == 0:
-        return 0, -1
-    if is_tensor(t):
-        low, high = torch_module().aminmax(t)
-        return tuple(torch_module().stack((low, high)).tolist())
-    return int(t.min()), int(t.max())
-
-
-def _check_probability_target(target: Array, x: Array) -> Array:
-    q = like(target, x)
-    if tuple(q.shape) != tuple(x.shape):
-        raise ValueError(
-            f"target has a float dtype, so it is read as class probabilities, which need the "
-            f"logits' shape {tuple(x.shape)}, got {tuple(q.shape)}; for class indices pass an "
-            "integer array"
-        )
-    _check_finite(q, "target")
-    bad = first_bad(q < 0)
-    if bad is not None:
-        raise ValueError(
-            f"target probability {item(q, bad)} at index {format_index(bad)} is negative; "
-            "class-probability targets must be >= 0"
-        )
-    return q
-
-
-def _check_binary_target(target: Array, x: Array, name: str) -> Array:
-    y = like(target, x)
-    if tuple(y.shape) != tuple(x.shape):
-        raise ValueError(
-            f"target shape {tuple(y.shape)} does not match {name} shape {tuple(x.shape)}; "
-            "binary losses need one target per element"
-        )
-    _check_in_unit_interval(y, "target", "probabilities (0/1 labels or soft labels)")
-    return y
-
-
-def _check_in_unit_interval(values: Array, name: str, what: str) -> None:
-    bad = first_bad(~((values >= 0) & (values <= 1)))  # NaN fails both comparisons
-    if bad is not None:
-        raise ValueError(
-            f"{name} value {item(values, bad)} at index {format_index(bad)} is outside [0, 1]; "
-            f"{name} must hold {what}"
-            + ("; to pass logits use binary_cross_entropy_with_logits" if name == "probs" else "")
-        )
-
-
-def _check_finite(values: Array, name: str) -> None:
-    isfinite = values.isfinite() if is_tensor(values) else np.isfinite(values)
-    bad = first_bad(~isfinite)
-    if bad is not None:
-        raise ValueError(
-            f"{name} value {item(values, bad)} at index {format_index(bad)} is not finite; "
-            f"{name} must hold finite numbers"
-        )
-
-
-def _check_class_weight(weight: Array | None, x: Array, n_classes: int) -> Array | None:
-    if weight is None:
-        return None
-    w = like(weight, x)
-    if tuple(w.shape) != (n_classes,):
-        raise ValueError(
-            f"weight has shape {tuple(w.shape)}, but the logits have {n_classes} classes; "
-            f"pass one weight per class, shape ({n_classes},)"
-        )
-    _check_finite(w, "weight")
-    return w
-
-
-def _check_broadcastable(weight: Array | None, x: Array, name: str) -> Array | None:
-    if weight is None:
-        return None
-    w = like(weight, x)
-    try:
-        shape = np.broadcast_shapes(tuple(w.shape), tuple(x.shape))
-    except ValueError:
-        shape = None
-    if shape != tuple(x.shape):
-        raise ValueError(
-            f"{name} of shape {tuple(w.shape)} does not broadcast to the input shape "
-            f"{tuple(x.shape)}; use a shape that broadcasts (e.g. ({x.shape[-1]},) for the last "
-            "axis)"
-            if x.ndim
-            else f"{name} of shape {tuple(w.shape)} does not broadcast to a scalar input"
-        )
-    _check_finite(w, name)
-    return w
-
-
-def _is_bool(x: Array) -> bool:
-    if is_tensor(x):
-        return x.dtype == torch_module().bool
-    return np.asarray(x).dtype.kind == "b"
-
-
-def _is_integer(x: Array) -> bool:
-    if is_tensor(x):
-        return not x.is_floating_point() and not x.is_complex() and not _is_bool(x)
-    return np.asarray(x).dtype.kind in "iu"
-
-
-def _dtype_name(x: Array) -> str:
-    return str(x.dtype) if is_tensor(x) else str(np.asarray(x).dtype)
+# Running a kernel.
 
 
 def _finish(restore: Any, kernel: Any, ops: Ops, x: Array, *args: Any) -> Array:
