@@ -42,9 +42,11 @@ import numpy as np
 import torch
 
 from logloss._atomic import atomic_write
-from logloss.checkpoint import load_checkpoint
-from logloss.diagnostics import evaluate_checkpoint, evaluate_logits, load_split
-from logloss.report import build_report
+from logloss.insight.diagnostics import evaluate_logits
+from logloss.insight.report import build_report
+from logloss.insight.run_evaluation import evaluate_checkpoint
+from logloss.training.checkpoint import load_checkpoint
+from logloss.training.splits import run_arrays
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EVALUATE_TARGET_S = 2.0
@@ -93,8 +95,8 @@ def main() -> int:
         folder = args.checkpoint or default_checkpoint(args.data_dir, Path(scratch) / "run")
         checkpoint = load_checkpoint(folder)
         architecture = checkpoint.model.architecture
-        images, labels = load_split(checkpoint.config, "test", data_dir=args.data_dir)
-        val_images, val_labels = load_split(checkpoint.config, "validation", data_dir=args.data_dir)
+        arrays = run_arrays(checkpoint.config, ("test", "validation"), data_dir=args.data_dir)
+        (images, labels), (val_images, val_labels) = arrays["test"], arrays["validation"]
         target, val_target = labels.astype(np.int64), val_labels.astype(np.int64)
         logits, val_logits = checkpoint.logits(images), checkpoint.logits(val_images)
         probabilities = torch.softmax(torch.from_numpy(logits).double(), dim=1).numpy()

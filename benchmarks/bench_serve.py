@@ -41,8 +41,8 @@ import torch
 from PIL import Image
 
 from logloss._atomic import write_bytes_atomic
-from logloss.checkpoint import load_checkpoint
 from logloss.data import load_dataset
+from logloss.training.checkpoint import load_checkpoint
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

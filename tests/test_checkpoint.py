@@ -13,9 +13,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from logloss import checkpoint as ckpt
 from logloss._atomic import write_text_atomic
-from logloss.model import make_model
+from logloss.training import run_folder, state_file
+from logloss.training.checkpoint import load_checkpoint
+from logloss.training.model import Architecture, DenseNet
 
 SOURCES = Path(__file__).resolve().parents[1] / "src" / "logloss"
 
@@ -32,14 +33,14 @@ def test_set(data_dir):
 
 def test_optimizer_state_round_trips_exactly(tmp_path):
     torch.manual_seed(0)
-    model = make_model((8,))
+    model = DenseNet(Architecture(hidden=(8,)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95))
     for _ in range(2):
         model(torch.randn(4, 28, 28)).square().mean().backward()
         optimizer.step()
     state = {"optimizer": optimizer.state_dict(), "nan": math.nan, "nested": [(1, "a"), None]}
-    ckpt.save_state(tmp_path / "state.safetensors", state)
-    loaded = ckpt.load_state(tmp_path / "state.safetensors")
+    run_folder.save_state(tmp_path / "state.safetensors", state)
+    loaded = run_folder.load_state(tmp_path / "state.safetensors")
 
     original = state["optimizer"]
     again = loaded["optimizer"]
@@ -51,14 +52,16 @@ def test_optimizer_state_round_trips_exactly(tmp_path):
     assert math.isnan(loaded["nan"])
     assert loaded["nested"] == [(1, "a"), None]
 
-    fresh = torch.optim.AdamW(make_model((8,)).parameters())
+    fresh = torch.optim.AdamW(DenseNet(Architecture(hidden=(8,))).parameters())
     fresh.load_state_dict(again)  # torch accepts it as its own
 
 
 def test_weights_round_trip_exactly(tmp_path):
-    model = make_model((16, 8), dropout=0.5)
-    ckpt.save_weights(tmp_path / "w.safetensors", model, {"architecture": {"hidden": [16, 8]}})
-    weights, info = ckpt.load_weights(tmp_path / "w.safetensors")
+    model = DenseNet(Architecture(hidden=(16, 8), dropout=0.5))
+    run_folder.save_weights(
+        tmp_path / "w.safetensors", model, {"architecture": {"hidden": [16, 8]}}
+    )
+    weights, info = run_folder.load_weights(tmp_path / "w.safetensors")
     assert info == {"architecture": {"hidden": [16, 8]}}
     for name, tensor in model.state_dict().items():
         assert torch.equal(weights[name], tensor)
@@ -68,7 +71,7 @@ def test_weights_round_trip_exactly(tmp_path):
 
 def test_unsupported_values_are_refused():
     with pytest.raises(TypeError, match=r"cannot store set at 'x'"):
-        ckpt.split_tensors({"x": {1, 2}})
+        state_file.split_tensors({"x": {1, 2}})
 
 
 def test_writes_are_atomic(tmp_path, monkeypatch):
@@ -89,13 +92,13 @@ def test_unreadable_files_are_clear_errors(tmp_path):
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x80\x04not safetensors at all")
     with pytest.raises(ValueError, match="is not a readable safetensors checkpoint"):
-        ckpt.load_state(garbage)
+        run_folder.load_state(garbage)
     foreign = tmp_path / "foreign.safetensors"
     save_file({"w": torch.zeros(2)}, foreign)
     with pytest.raises(ValueError, match="was not written by logloss"):
-        ckpt.load_state(foreign)
+        run_folder.load_state(foreign)
     with pytest.raises(ValueError, match="not a logloss checkpoint directory"):
-        ckpt.load_checkpoint(tmp_path)
+        load_checkpoint(tmp_path)
 
 
 def test_nothing_is_unpickled():
@@ -118,7 +121,7 @@ def test_a_damaged_checkpoint_json_is_a_clear_error(small_run, tmp_path):
     text = (broken / "checkpoint.json").read_text()
     (broken / "checkpoint.json").write_text(text[: len(text) // 2])
     with pytest.raises(ValueError, match=r"checkpoint\.json is damaged: not valid JSON"):
-        ckpt.load_checkpoint(broken)
+        load_checkpoint(broken)
 
     for name, change in [
         ("no-config", lambda m: m.pop("config")),
@@ -133,8 +136,8 @@ def test_a_damaged_checkpoint_json_is_a_clear_error(small_run, tmp_path):
         folder = _copy_run(small_run, tmp_path / name)
         (folder / "checkpoint.json").write_text(json.dumps(damaged))
         with pytest.raises(ValueError, match=r"checkpoint\.json is damaged: .*train again"):
-            ckpt.load_checkpoint(folder)
-    intact = ckpt.load_checkpoint(_copy_run(small_run, tmp_path / "intact"))
+            load_checkpoint(folder)
+    intact = load_checkpoint(_copy_run(small_run, tmp_path / "intact"))
     assert intact.config.hidden == (32,)  # the copies themselves are fine
 
 
@@ -148,10 +151,10 @@ def _with_header(path: Path, target: Path, value: str) -> Path:
 def test_a_damaged_header_is_a_clear_error(small_run, tmp_path):
     weights = _with_header(small_run / "best.safetensors", tmp_path / "w.safetensors", "{oops")
     with pytest.raises(ValueError, match=r"w\.safetensors is damaged: .* metadata is not JSON"):
-        ckpt.load_weights(weights)
+        run_folder.load_weights(weights)
 
     state = {"step": 3, "m": torch.ones(2), "pair": (1, 2)}
-    ckpt.save_state(tmp_path / "state.safetensors", state)
+    run_folder.save_state(tmp_path / "state.safetensors", state)
     for name, header in [
         ("not-json", '{"step": 3,'),
         ("missing-tensor", '{"m": {"__tensor__": "gone"}}'),
@@ -160,24 +163,26 @@ def test_a_damaged_header_is_a_clear_error(small_run, tmp_path):
     ]:
         damaged = _with_header(tmp_path / "state.safetensors", tmp_path / f"{name}.st", header)
         with pytest.raises(ValueError, match=rf"{name}\.st is damaged: .* start a new run"):
-            ckpt.load_state(damaged)
-    assert ckpt.load_state(tmp_path / "state.safetensors")["pair"] == (1, 2)
+            run_folder.load_state(damaged)
+    assert run_folder.load_state(tmp_path / "state.safetensors")["pair"] == (1, 2)
 
 
 def test_non_finite_values_in_checkpoint_json_read_back_old_and_new(small_run, tmp_path):
     folder = _copy_run(small_run, tmp_path / "run")
-    metadata = ckpt.read_metadata(folder)
-    ckpt.write_metadata(folder, {**metadata, "initial_loss": math.inf, "x": [-math.inf, math.nan]})
+    metadata = run_folder.read_metadata(folder)
+    run_folder.write_metadata(
+        folder, {**metadata, "initial_loss": math.inf, "x": [-math.inf, math.nan]}
+    )
     raw = json.loads((folder / "checkpoint.json").read_text())  # strict JSON: strings
     assert (raw["initial_loss"], raw["x"]) == ("Infinity", ["-Infinity", "NaN"])
-    again = ckpt.read_metadata(folder)
+    again = run_folder.read_metadata(folder)
     assert again["initial_loss"] == math.inf
     assert again["x"][0] == -math.inf
     assert math.isnan(again["x"][1])
     # Files written before used str(float): "inf", "-inf", "nan".
     raw.update(initial_loss="inf", x=["-inf", "nan"])
     (folder / "checkpoint.json").write_text(json.dumps(raw))
-    old = ckpt.read_metadata(folder)
+    old = run_folder.read_metadata(folder)
     assert old["initial_loss"] == math.inf
     assert old["x"][0] == -math.inf
     assert math.isnan(old["x"][1])
@@ -190,7 +195,7 @@ def test_non_finite_values_in_checkpoint_json_read_back_old_and_new(small_run, t
 def test_loaded_checkpoint_reproduces_the_training_metrics(small_run, test_set):
     out = small_run
     images, labels = test_set
-    checkpoint = ckpt.load_checkpoint(out, which="best")
+    checkpoint = load_checkpoint(out, which="best")
     assert not checkpoint.model.training
     assert (checkpoint.config.hidden, checkpoint.config.batch_size) == ((32,), 512)
     assert checkpoint.model.architecture.hidden == (32,)
@@ -210,8 +215,8 @@ def test_loaded_checkpoint_reproduces_the_training_metrics(small_run, test_set):
 
 def test_initial_weights_differ_from_trained_ones(small_run):
     out = small_run
-    initial = ckpt.load_checkpoint(out, which="initial").model.state_dict()
-    last = ckpt.load_checkpoint(out, which="last").model.state_dict()
+    initial = load_checkpoint(out, which="initial").model.state_dict()
+    last = load_checkpoint(out, which="last").model.state_dict()
     assert not torch.equal(initial["layers.1.weight"], last["layers.1.weight"])
 
 
@@ -222,15 +227,15 @@ def test_architecture_mismatch_is_a_clear_error(small_run, tmp_path):
     metadata["architecture"]["hidden"] = [128]
     (broken / "checkpoint.json").write_text(json.dumps(metadata))
     with pytest.raises(ValueError, match="the folder mixes two runs"):
-        ckpt.load_checkpoint(broken)
+        load_checkpoint(broken)
     with pytest.raises(ValueError, match="run has no 'last' weights yet"):
-        ckpt.load_checkpoint(broken, which="last")
+        load_checkpoint(broken, which="last")
     with pytest.raises(ValueError, match="which must be one of"):
-        ckpt.load_checkpoint(out, which="final")
+        load_checkpoint(out, which="final")
 
 
 def test_logits_reject_wrong_image_shapes(small_run):
-    checkpoint = ckpt.load_checkpoint(small_run)
+    checkpoint = load_checkpoint(small_run)
     with pytest.raises(ValueError, match=r"images must have shape \(N, 28, 28\)"):
         checkpoint.logits(np.zeros((2, 8, 8), dtype=np.uint8))
 
@@ -251,7 +256,7 @@ def test_predict_reads_png_and_jpeg(small_run, test_set, tmp_path, capsys):
 
     out = small_run
     images, labels = test_set
-    checkpoint = ckpt.load_checkpoint(out)
+    checkpoint = load_checkpoint(out)
     direct = checkpoint.logits(images[:40]).argmax(1)
     chosen = [i for i in range(40) if direct[i] == labels[i]][:10]  # digits it gets right
     paths = []

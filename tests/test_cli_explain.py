@@ -14,7 +14,7 @@ from PIL import Image
 from sklearn import metrics
 
 from logloss.cli import main
-from logloss.diagnostics import DEFAULT_TOP_K
+from logloss.insight.diagnostics import DEFAULT_TOP_K
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def call(capsys, *argv):
 
 def torch_logits(run, images, which="best"):
     """The model's logits in float64, computed here with the model and its saved normalisation."""
-    from logloss.checkpoint import load_checkpoint
+    from logloss.training.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(run, which=which)
     mean, std = (

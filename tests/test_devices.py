@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from logloss import devices
+from logloss.training import devices
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""Dataset diagnostics (logloss.diagnostics) against scikit-learn, PyTorch, SciPy and hand-derived
-numbers.  The checkpoint-based tests (one real forward pass over MNIST) are at the end."""
+"""Dataset diagnostics (logloss.insight.diagnostics) against scikit-learn, PyTorch, SciPy and
+hand-derived numbers.  The checkpoint-based tests (one real forward pass over MNIST) are at the
+end."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from hypothesis.extra.numpy import arrays
 from scipy.optimize import minimize_scalar
 from sklearn import metrics
 
-from logloss import diagnostics
-from logloss.diagnostics import evaluate_logits, fit_temperature, reliability
+from logloss._json import dumps
+from logloss.insight import diagnostics, run_evaluation
+from logloss.insight.diagnostics import evaluate_logits, fit_temperature, reliability
 
 SMALL_RUN_VALIDATION = 5000  # TrainConfig's default validation_size (conftest.small_run)
 
@@ -93,13 +95,13 @@ def test_per_class_accuracy_and_loss_match_masks():
     np.testing.assert_allclose(result.class_accuracy, recall, rtol=1e-15)
 
 
-def test_absent_class_has_nan_accuracy_and_null_in_json():
+def test_absent_class_has_nan_accuracy_spelled_nan_in_json():
     logits = np.array([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
     result = evaluate_logits(logits, np.array([0, 0]))
     assert result.class_count.tolist() == [2, 0, 0]
     assert math.isnan(result.class_accuracy[1])
-    summary = json.loads(json.dumps(result.to_dict(), allow_nan=False))
-    assert summary["per_class"][1]["accuracy"] is None
+    summary = json.loads(dumps(result.to_dict()))  # logloss's one JSON policy
+    assert summary["per_class"][1]["accuracy"] == "NaN"
     assert summary["per_class"][0]["accuracy"] == 0.5
 
 
@@ -421,8 +423,10 @@ def test_validation_must_match_the_model():
 def test_summary_is_strict_json():
     logits, target = synthetic(200, 10, seed=10)
     result = evaluate_logits(logits, target, validation_logits=logits, validation_target=target)
-    text = json.dumps(result.to_dict(), allow_nan=False)
-    summary = json.loads(text)
+    text = dumps(result.to_dict())  # allow_nan=False inside: strict JSON
+    summary = json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name}"))
+    empty_bins = [i for i, n in enumerate(summary["calibration"]["bins"]["count"]) if n == 0]
+    assert all(summary["calibration"]["bins"]["accuracy"][i] == "NaN" for i in empty_bins)
     assert summary["accuracy"] == result.accuracy
     assert summary["loss"] == result.loss
     assert summary["calibration"]["ece"] == result.reliability.ece
@@ -440,12 +444,13 @@ def run(small_run):
 
 @pytest.fixture(scope="module")
 def test_result(run, data_dir):
-    return diagnostics.evaluate_checkpoint(run, data_dir=data_dir, download=False)
+    return run_evaluation.evaluate_checkpoint(run, data_dir=data_dir, download=False)
 
 
 def test_checkpoint_numbers_match_training_and_scikit_learn(run, data_dir, test_result):
-    from logloss.checkpoint import load_checkpoint, read_metadata
     from logloss.data import load_dataset
+    from logloss.training.checkpoint import load_checkpoint
+    from logloss.training.run_folder import read_metadata
 
     images, labels = load_dataset("mnist", "test", data_dir=data_dir, download=False)
     e = test_result.evaluation
@@ -470,12 +475,12 @@ def test_checkpoint_numbers_match_training_and_scikit_learn(run, data_dir, test_
 
 
 def test_temperature_uses_the_runs_own_validation_split(run, data_dir, test_result, monkeypatch):
-    import logloss.data
-    from logloss.checkpoint import read_metadata
+    from logloss.training import splits as run_splits
+    from logloss.training.run_folder import read_metadata
 
     fit = test_result.evaluation.temperature
     assert fit.fit_size == SMALL_RUN_VALIDATION
-    validation = diagnostics.evaluate_checkpoint(
+    validation = run_evaluation.evaluate_checkpoint(
         run, split="validation", data_dir=data_dir, download=False, calibrate=False
     )
     best = read_metadata(run)["best"]
@@ -486,7 +491,7 @@ def test_temperature_uses_the_runs_own_validation_split(run, data_dir, test_resu
     assert fit.fit_loss_after <= fit.fit_loss_before
     # The train part, calibrated on validation: the training file is read once and split once.
     reads, splits = [], []
-    load_dataset, split = logloss.data.load_dataset, logloss.data.split_train_validation
+    load_dataset, split = run_splits.load_dataset, run_splits.split_train_validation
 
     def counting_load(name, which, **kwargs):
         reads.append((name, which))
@@ -496,9 +501,9 @@ def test_temperature_uses_the_runs_own_validation_split(run, data_dir, test_resu
         splits.append(kwargs)
         return split(*args, **kwargs)
 
-    monkeypatch.setattr(logloss.data, "load_dataset", counting_load)
-    monkeypatch.setattr(logloss.data, "split_train_validation", counting_split)
-    train_part = diagnostics.evaluate_checkpoint(
+    monkeypatch.setattr(run_splits, "load_dataset", counting_load)
+    monkeypatch.setattr(run_splits, "split_train_validation", counting_split)
+    train_part = run_evaluation.evaluate_checkpoint(
         run, split="train", data_dir=data_dir, download=False
     )
     assert reads == [("mnist", "train")]
@@ -511,7 +516,7 @@ def test_temperature_uses_the_runs_own_validation_split(run, data_dir, test_resu
 
 
 def test_one_forward_pass_per_split(run, data_dir, monkeypatch):
-    from logloss.checkpoint import Checkpoint
+    from logloss.training.checkpoint import Checkpoint
 
     calls = []
     original = Checkpoint.logits
@@ -521,18 +526,18 @@ def test_one_forward_pass_per_split(run, data_dir, monkeypatch):
         return original(self, images, **kwargs)
 
     monkeypatch.setattr(Checkpoint, "logits", counting)
-    diagnostics.evaluate_checkpoint(run, data_dir=data_dir, download=False, calibrate=False)
+    run_evaluation.evaluate_checkpoint(run, data_dir=data_dir, download=False, calibrate=False)
     assert calls == [10_000]
     calls.clear()
-    diagnostics.evaluate_checkpoint(run, data_dir=data_dir, download=False)
+    run_evaluation.evaluate_checkpoint(run, data_dir=data_dir, download=False)
     assert calls == [10_000, SMALL_RUN_VALIDATION]  # the test split, then validation for T
     calls.clear()
-    diagnostics.evaluate_checkpoint(run, split="validation", data_dir=data_dir, download=False)
+    run_evaluation.evaluate_checkpoint(run, split="validation", data_dir=data_dir, download=False)
     assert calls == [SMALL_RUN_VALIDATION]  # fitted and evaluated on the same logits
 
 
 def test_untrained_weights_score_about_ln_10(run, data_dir):
-    result = diagnostics.evaluate_checkpoint(
+    result = run_evaluation.evaluate_checkpoint(
         run, which="initial", data_dir=data_dir, download=False, calibrate=False
     )
     assert result.which == "initial"
@@ -542,4 +547,4 @@ def test_untrained_weights_score_about_ln_10(run, data_dir):
 
 def test_unknown_split_is_a_clear_error(run, data_dir):
     with pytest.raises(ValueError, match="split must be one of train, validation, test, got 'dev'"):
-        diagnostics.evaluate_checkpoint(run, split="dev", data_dir=data_dir)
+        run_evaluation.evaluate_checkpoint(run, split="dev", data_dir=data_dir)

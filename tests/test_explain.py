@@ -1,4 +1,5 @@
-"""Tests of logloss.explain: the article's numbers, PyTorch/SciPy agreement, errors, rendering."""
+"""Tests of logloss.insight.explain: the article's numbers, PyTorch/SciPy agreement, errors,
+rendering."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from _article import REPORTED_UNTRAINED_LOSS, TRAINED, UNTRAINED, math_softmax
-from logloss.explain import explain, json_ready, render_bars
+from logloss._json import json_ready
+from logloss.insight.explain import explain, render_bars
 
 # --------------------------------------------------------------------------------------------
 # the article

@@ -6,18 +6,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from logloss.model import Architecture, DenseNet, check_state_dict, count_parameters, make_model
+from logloss.training.model import Architecture, DenseNet, check_state_dict
 
 
 def test_parameter_count_matches_the_formula():
     # sum over layers of (inputs + 1) * outputs: 784-256-256-10
     expected = (784 + 1) * 256 + (256 + 1) * 256 + (256 + 1) * 10
-    assert count_parameters(make_model((256, 256))) == expected == 269_322
+    net = DenseNet(Architecture(hidden=(256, 256)))
+    assert sum(p.numel() for p in net.parameters()) == expected == 269_322
 
 
 def test_logits_equal_the_written_out_network():
     torch.manual_seed(0)
-    net = make_model((5, 4), input_shape=(3, 3), num_classes=6).double()
+    net = DenseNet(Architecture(hidden=(5, 4), input_shape=(3, 3), num_classes=6)).double()
     x = torch.randn(7, 3, 3, dtype=torch.float64)
     l1, l2, l3 = (m for m in net.layers if isinstance(m, torch.nn.Linear))
     h = torch.relu(x.reshape(7, 9) @ l1.weight.T + l1.bias)
@@ -29,14 +30,14 @@ def test_logits_equal_the_written_out_network():
 
 def test_untrained_logits_are_small_so_the_loss_starts_near_ln_c():
     torch.manual_seed(1)
-    net = make_model((256, 256))
+    net = DenseNet(Architecture(hidden=(256, 256)))
     x = torch.rand(512, 28, 28)  # pixel-like inputs
     loss = F.cross_entropy(net(x), torch.randint(0, 10, (512,)))
     assert abs(loss.item() - torch.log(torch.tensor(10.0)).item()) < 0.15
 
 
 def test_dropout_layers_are_placed_after_each_hidden_layer():
-    net = make_model((8, 8), dropout=0.25)
+    net = DenseNet(Architecture(hidden=(8, 8), dropout=0.25))
     kinds = [type(m).__name__ for m in net.layers]
     assert kinds == [
         "Flatten", "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"
@@ -82,16 +83,18 @@ def test_unknown_architecture_kind_or_field_is_an_error():
 
 
 def test_mismatched_weights_are_explained():
-    small = make_model((32,))
-    other = make_model((64,)).state_dict()
+    small = DenseNet(Architecture(hidden=(32,)))
+    other = DenseNet(Architecture(hidden=(64,))).state_dict()
     with pytest.raises(
         ValueError, match=r"layers.1.weight has shape \[64, 784\], the architecture"
     ):
         check_state_dict(small, other, "x.safetensors")
-    deeper = make_model((32, 32)).state_dict()
+    deeper = DenseNet(Architecture(hidden=(32, 32))).state_dict()
     with pytest.raises(ValueError, match=r"unexpected \['layers.5.bias', 'layers.5.weight'\]"):
         check_state_dict(small, deeper, "x.safetensors")
-    check_state_dict(small, make_model((32,)).state_dict(), "ok")  # same shapes: no error
+    check_state_dict(
+        small, DenseNet(Architecture(hidden=(32,))).state_dict(), "ok"
+    )  # same shapes: no error
 
 
 def test_densenet_keeps_its_architecture():

@@ -1,5 +1,5 @@
-"""Figures (logloss.plots): the data drawn is checked against hand-derived values and PyTorch; every
-PNG decodes with Pillow; writing is atomic; nothing needs a display."""
+"""Figures (logloss.insight.plots): the data drawn is checked against hand-derived values and
+PyTorch; every PNG decodes with Pillow; writing is atomic; nothing needs a display."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from logloss import plots
-from logloss.diagnostics import evaluate_logits
+from logloss.insight import plots
+from logloss.insight.diagnostics import evaluate_logits
+from logloss.training import run_folder
 
 
 def decoded(png: bytes) -> np.ndarray:
@@ -136,7 +137,8 @@ def test_training_curves_plot_the_records_and_ln_c():
         },
         {"epoch": 3, "train_loss": 0.08, "train_accuracy": 0.98},  # no validation this epoch
     ]
-    figure = plots.training_curves_figure(records, num_classes=10, initial_loss=2.31)
+    records = [{"epoch": 0, "val_loss": 2.31}, *records]  # the untrained model (read_metrics)
+    figure = plots.training_curves_figure(records, num_classes=10)
     loss_axis, accuracy_axis = figure.axes
     lines = {line.get_label(): line for line in loss_axis.lines}
     assert list(lines["train"].get_ydata()) == [0.40, 0.15, 0.08]
@@ -154,31 +156,30 @@ def validation_loss_line(figure):
     return next(line for line in figure.axes[0].lines if line.get_label() == "validation")
 
 
-def test_one_epoch_curves_start_at_the_untrained_loss():
-    # A `--epochs 1` run: one metrics.jsonl line; the untrained model's loss (near ln 10) is
-    # checkpoint.json's initial_loss, which read_metrics puts first as epoch 0.
+def test_one_epoch_curves_start_at_the_untrained_model():
+    # A `--epochs 1` run: one metrics.jsonl line; the untrained model's loss (near ln 10) and
+    # accuracy (near 1/10) are checkpoint.json's initial_loss and initial_accuracy, which
+    # read_metrics puts first as epoch 0 -- on both panels.
     epoch_one = {"epoch": 1, "train_loss": 0.42, "val_loss": 0.14, "val_accuracy": 0.956}
-    records = plots.with_initial_loss([epoch_one], 2.3135)
-    assert records == [{"epoch": 0, "val_loss": 2.3135}, epoch_one]
+    metadata = {"initial_loss": 2.3135, "initial_accuracy": 0.0974}
+    records = run_folder.with_initial_epoch([epoch_one], metadata)
+    assert records == [{"epoch": 0, "val_loss": 2.3135, "val_accuracy": 0.0974}, epoch_one]
     figure = plots.training_curves_figure(records, num_classes=10)
     line = validation_loss_line(figure)
     assert list(line.get_xdata()) == [0.0, 1.0]
-    assert line.get_ydata()[0] == 2.3135
+    assert list(line.get_ydata()) == [2.3135, 0.14]
     loss_axis, accuracy_axis = figure.axes
+    accuracy = next(x for x in accuracy_axis.lines if x.get_label() == "validation")
+    assert list(accuracy.get_xdata()) == [0.0, 1.0]
+    assert list(accuracy.get_ydata()) == [0.0974, 0.956]
     assert accuracy_axis.get_xlim() == loss_axis.get_xlim()  # both panels span epochs 0..1
     assert accuracy_axis.get_xlim()[0] < 0.0 < 1.0 < accuracy_axis.get_xlim()[1]
-    assert list(line.get_ydata()) == [2.3135, 0.14]
-    # initial_loss= is the same record: the same points, never a second epoch 0.
-    for figure in (
-        plots.training_curves_figure([epoch_one], initial_loss=2.3135),
-        plots.training_curves_figure(records, initial_loss=2.3135),
-    ):
-        line_too = validation_loss_line(figure)
-        assert list(line_too.get_xdata()) == [0.0, 1.0]
-        assert list(line_too.get_ydata()) == [2.3135, 0.14]
-    # Nothing to add when the loss is unknown; records without "epoch" count on from the last.
-    assert plots.with_initial_loss([epoch_one], None) == [epoch_one]
-    assert plots.with_initial_loss([epoch_one], math.nan) == [epoch_one]
+    # An epoch 0 already there is not added twice; unknown values are left out.
+    assert run_folder.with_initial_epoch(records, metadata) == records
+    assert run_folder.with_initial_epoch([epoch_one], {"initial_loss": None}) == [epoch_one]
+    only_loss = {"initial_loss": 2.3, "initial_accuracy": math.nan}
+    assert run_folder.with_initial_epoch([epoch_one], only_loss)[0] == {"epoch": 0, "val_loss": 2.3}
+    # Records without "epoch" count on from the last.
     assert plots._series([{"epoch": 0, "val_loss": 2.3}, {"val_loss": 0.5}], "val_loss") == (
         [0.0, 1.0],
         [2.3, 0.5],

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from logloss.preprocess import centre_of_mass, load_image, to_grayscale, to_mnist
+from logloss.data.preprocess import centre_of_mass, load_image, to_grayscale, to_mnist
 
 
 def ink_box(image: np.ndarray) -> tuple[int, int]:

@@ -17,8 +17,9 @@ import pytest
 from PIL import Image, ImageOps
 
 from conftest import chromium_driver
-from logloss import plots, report
 from logloss.cli import main
+from logloss.insight import plots, report
+from logloss.training import run_folder
 
 
 def cli_json(*argv) -> dict:
@@ -238,31 +239,31 @@ def test_write_report_refuses_a_folder(tmp_path):
 
 
 def test_read_metrics(tmp_path):
-    assert report.read_metrics(tmp_path) == []
+    assert run_folder.read_metrics(tmp_path) == []
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "val_loss": 0.5}\n\n{"epoch": 2}\n')
-    assert report.read_metrics(tmp_path) == [{"epoch": 1, "val_loss": 0.5}, {"epoch": 2}]
+    assert run_folder.read_metrics(tmp_path) == [{"epoch": 1, "val_loss": 0.5}, {"epoch": 2}]
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": \n')
     with pytest.raises(ValueError, match=r"metrics\.jsonl line 2 is not JSON"):
-        report.read_metrics(tmp_path)
+        run_folder.read_metrics(tmp_path)
     (tmp_path / "metrics.jsonl").write_text("[1, 2]\n")
     with pytest.raises(ValueError, match="line 1 is not a JSON object"):
-        report.read_metrics(tmp_path)
+        run_folder.read_metrics(tmp_path)
 
 
 def test_read_metrics_starts_with_the_untrained_model(tmp_path):
-    from logloss.checkpoint import FORMAT, FORMAT_VERSION, write_metadata
+    from logloss.training.run_folder import FORMAT, FORMAT_VERSION, write_metadata
 
     epoch_one = {"epoch": 1, "train_loss": 0.42, "val_loss": 0.14}
     (tmp_path / "metrics.jsonl").write_text(json.dumps(epoch_one) + "\n")
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "initial_loss": 2.3135}
     write_metadata(tmp_path, metadata)
-    assert report.read_metrics(tmp_path) == [{"epoch": 0, "val_loss": 2.3135}, epoch_one]
-    assert report.trained_epochs({}, report.read_metrics(tmp_path)) == (None, 1)
+    assert run_folder.read_metrics(tmp_path) == [{"epoch": 0, "val_loss": 2.3135}, epoch_one]
+    assert run_folder.trained_epochs({}, run_folder.read_metrics(tmp_path)) == (None, 1)
     write_metadata(tmp_path, {**metadata, "initial_loss": math.nan})  # unknown: no epoch 0
-    assert report.read_metrics(tmp_path) == [epoch_one]
+    assert run_folder.read_metrics(tmp_path) == [epoch_one]
     (tmp_path / "metrics.jsonl").unlink()  # no epoch recorded: nothing to draw
     write_metadata(tmp_path, metadata)
-    assert report.read_metrics(tmp_path) == []
+    assert run_folder.read_metrics(tmp_path) == []
 
 
 def test_report_and_evaluate_draw_the_same_training_points(run, data_dir, tmp_path, monkeypatch):
@@ -283,7 +284,7 @@ def test_report_and_evaluate_draw_the_same_training_points(run, data_dir, tmp_pa
         options = ["--checkpoint", run, "--data-dir", data_dir, "--no-calibration"]
         assert main(["evaluate", *map(str, options), "--figures", str(tmp_path / "f")]) == 0
     metadata = json.loads((run / "checkpoint.json").read_text(encoding="utf-8"))
-    (epoch_one,) = [r for r in report.read_metrics(run) if r["epoch"] == 1]
+    (epoch_one,) = [r for r in run_folder.read_metrics(run) if r["epoch"] == 1]
     expected = ([0.0, 1.0], [metadata["initial_loss"], epoch_one["val_loss"]])
     assert drawn == [expected, expected]
 
@@ -317,12 +318,15 @@ def plain_text(page_html: str) -> str:
 
 def test_trained_epochs_reads_best_and_last_from_checkpoint_json():
     records = [{"epoch": 1}, {"epoch": 2}, {"epoch": 3}, {"epoch": 4}, {"epoch": 5}]
-    assert report.trained_epochs({"best": {"epoch": 3}, "last": {"epoch": 5}}, records) == (3, 5)
+    assert run_folder.trained_epochs({"best": {"epoch": 3}, "last": {"epoch": 5}}, records) == (
+        3,
+        5,
+    )
     # No last record in checkpoint.json: the count of metrics.jsonl lines.
-    assert report.trained_epochs({"best": {"epoch": 2}}, records) == (2, 5)
+    assert run_folder.trained_epochs({"best": {"epoch": 2}}, records) == (2, 5)
     # No best record (a run stopped before its first epoch ended): nothing to name.
-    assert report.trained_epochs({"best": None}, []) == (None, 0)
-    assert report.trained_epochs({"best": {"epoch": True}, "last": {"epoch": "2"}}, []) == (
+    assert run_folder.trained_epochs({"best": None}, []) == (None, 0)
+    assert run_folder.trained_epochs({"best": {"epoch": True}, "last": {"epoch": "2"}}, []) == (
         None,
         0,
     )
@@ -331,7 +335,7 @@ def test_trained_epochs_reads_best_and_last_from_checkpoint_json():
 def test_page_names_the_best_epoch_it_evaluates(page, rendered, run):
     metadata = json.loads((run / "checkpoint.json").read_text(encoding="utf-8"))
     best, last = metadata["best"]["epoch"], metadata["last"]["epoch"]
-    assert last == len(report.read_metrics(run)) - 1  # epoch 0, the untrained model, first
+    assert last == len(run_folder.read_metrics(run)) - 1  # epoch 0, the untrained model, first
     values = {n["id"]: float(n["value"]) for n in rendered["numbers"]}
     assert (values["best-epoch"], values["epochs"]) == (best, last)
     text = plain_text(page.read_text(encoding="utf-8"))
@@ -345,7 +349,7 @@ def test_page_says_best_epoch_when_it_precedes_the_last(run, data_dir, tmp_path)
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     metadata = json.loads((copy / "checkpoint.json").read_text(encoding="utf-8"))
-    first = report.read_metrics(copy)[1]  # [0] is epoch 0, the untrained model
+    first = run_folder.read_metrics(copy)[1]  # [0] is epoch 0, the untrained model
     assert first["epoch"] == 1
     records = [{**first, "epoch": k} for k in (1, 2, 3)]
     metadata["best"], metadata["last"] = records[0], records[2]

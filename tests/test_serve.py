@@ -2,7 +2,7 @@
 
 References are independent of the server: logits from ``Checkpoint.logits`` called directly,
 softmax and cross-entropy from PyTorch in float64, the dataset from ``load_dataset``, the
-preprocessing from ``logloss.preprocess.to_mnist``.
+preprocessing from ``logloss.data.preprocess.to_mnist``.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import pytest
 import torch
 from PIL import Image
 
-from logloss.checkpoint import load_checkpoint
 from logloss.data import load_dataset
-from logloss.preprocess import to_mnist
+from logloss.data.preprocess import to_mnist
 from logloss.serve import create_app, running_server
+from logloss.training.checkpoint import load_checkpoint
 
 WHICH = "best"  # conftest.small_run trains one full epoch, so it has "best" weights
 

@@ -5,6 +5,7 @@ sigmoid/softmax -> cross-entropy = softmax + negative log-likelihood.  Every pub
 accepts NumPy arrays or torch tensors and returns the same kind.
 """
 
+from logloss._version import __version__
 from logloss.activations import log_sigmoid, log_softmax, logsumexp, sigmoid, softmax
 from logloss.likelihood import likelihood, log_likelihood, mle
 from logloss.losses import (
@@ -13,8 +14,6 @@ from logloss.losses import (
     cross_entropy,
     nll_loss,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "__version__",

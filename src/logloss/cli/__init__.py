@@ -16,10 +16,14 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
+from logloss._json import dumps
+from logloss._version import __version__
+
 # One module per subcommand group; order is the order of ``logloss --help``.
-COMMAND_MODULES = ("core", "data", "train", "explain", "serve")
+COMMAND_MODULES = ("core", "data", "train", "predict", "explain", "evaluate", "report", "serve")
 
 
 class CLIError(Exception):
@@ -43,8 +47,6 @@ def add_json_flag(
 def add_checkpoint_arguments(parser: argparse.ArgumentParser, *, which: bool = True) -> None:
     """``--checkpoint DIR`` (a ``logloss train --out`` folder) and, unless ``which=False``,
     ``--which best|last|initial``: the same wording for every command that reads a run."""
-    from pathlib import Path
-
     parser.add_argument(
         "--checkpoint",
         type=Path,
@@ -63,17 +65,12 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser, *, which: bool = T
 
 
 def print_json(payload: Any) -> None:
-    """Print strict JSON (non-finite floats as the strings "NaN", "Infinity", "-Infinity")."""
-    import json
-
-    from logloss.explain import json_ready
-
-    print(json.dumps(json_ready(payload), indent=2, allow_nan=False))
+    """Print strict JSON under logloss's one policy (:mod:`logloss._json`: non-finite floats as
+    the strings "NaN", "Infinity", "-Infinity")."""
+    print(dumps(payload))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from logloss import __version__
-
     parser = _OneLineErrorParser(
         prog="logloss",
         description="Cross-entropy (log loss) you can compute, verify, train with and explain.",
@@ -83,13 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", parser_class=_OneLineErrorParser
     )
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"logloss.cli.{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"logloss.cli.{name}":
-                raise
-            continue  # a command group not built yet
-        module.register(subparsers)
+        importlib.import_module(f"logloss.cli.{name}").register(subparsers)
     return parser
 
 

@@ -2,7 +2,7 @@
 
 Each prints what the article shows for its step (human-readable text by default, ``--json`` for
 programs).  The work is done by :mod:`logloss.likelihood`, :mod:`logloss.activations` and
-:mod:`logloss.explain`, imported inside the handlers so that ``logloss --help`` stays fast.
+:mod:`logloss.insight.explain` (NumPy only, so ``logloss --help`` stays fast).
 
 Negative numbers are values, not options: ``logloss sigmoid 0 2 -2``,
 ``logloss loss --logits 0.0297 -0.0440 ... --target 7``, and also ``-1e4`` and ``-inf``.
@@ -16,7 +16,10 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from logloss.activations import sigmoid, softmax
 from logloss.cli import CLIError, add_json_flag, print_json
+from logloss.insight.explain import explain
+from logloss.likelihood import mle
 
 # argparse reads "-2" and "-0.5" as negative numbers but "-1e4" and "-inf" as unknown options.
 # Its pattern is the private attribute _negative_number_matcher (checked on 3.10 to 3.13); these
@@ -33,6 +36,13 @@ def _accept_negative_numbers(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: Any) -> None:
     """Add the core subcommands to the ``logloss`` parser."""
+    _add_mle(subparsers)
+    _add_sigmoid(subparsers)
+    _add_softmax(subparsers)
+    _add_loss(subparsers)
+
+
+def _add_mle(subparsers: Any) -> None:
     mle = subparsers.add_parser(
         "mle",
         help="maximum-likelihood estimate from observed outcomes (e.g. wbwbb)",
@@ -56,6 +66,8 @@ def register(subparsers: Any) -> None:
     add_json_flag(mle)
     mle.set_defaults(handler=run_mle)
 
+
+def _add_sigmoid(subparsers: Any) -> None:
     sigmoid = subparsers.add_parser(
         "sigmoid",
         help="sigmoid of numbers, and its properties",
@@ -67,6 +79,8 @@ def register(subparsers: Any) -> None:
     add_json_flag(sigmoid)
     sigmoid.set_defaults(handler=run_sigmoid)
 
+
+def _add_softmax(subparsers: Any) -> None:
     softmax = subparsers.add_parser(
         "softmax",
         help="softmax of a vector of logits, and its properties",
@@ -80,6 +94,8 @@ def register(subparsers: Any) -> None:
     add_json_flag(softmax)
     softmax.set_defaults(handler=run_softmax)
 
+
+def _add_loss(subparsers: Any) -> None:
     loss = subparsers.add_parser(
         "loss",
         help="cross-entropy of one prediction, step by step (or: which class a loss belongs to)",
@@ -131,8 +147,6 @@ def _reject_nan(values: Sequence[float], what: str) -> None:
 
 
 def run_mle(args: argparse.Namespace) -> int:
-    from logloss.likelihood import mle
-
     words: list[str] = args.outcomes
     outcomes: Sequence[Any] = words[0] if len(words) == 1 else words
     if all(symbol in ("0", "1") for symbol in outcomes):
@@ -189,8 +203,6 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def run_sigmoid(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from logloss.activations import sigmoid
-
     _reject_nan(args.t, "T")
     t = np.array(args.t, dtype=np.float64)  # (n,)
     s = sigmoid(t)
@@ -238,8 +250,6 @@ def run_sigmoid(args: argparse.Namespace) -> int:
 def run_softmax(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from logloss.activations import sigmoid, softmax
-
     _reject_nan(args.t, "T")
     t = np.array(args.t, dtype=np.float64)  # (C,)
     for index, value in enumerate(t):
@@ -285,8 +295,6 @@ def run_softmax(args: argparse.Namespace) -> int:
 
 
 def run_loss(args: argparse.Namespace) -> int:
-    from logloss.explain import explain
-
     if args.target is None and args.value is None:
         raise CLIError("give --target K (the true class) or --value X (a reported loss), or both")
     if args.width < 1:

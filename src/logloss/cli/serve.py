@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from logloss.cli import add_checkpoint_arguments
+from logloss.cli import CLIError, add_checkpoint_arguments
 from logloss.cli.data import add_data_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``logloss serve``."""
     parser = subparsers.add_parser(
         "serve",
         help="start a local web page: draw a digit, watch logits, softmax and the loss",
@@ -45,8 +46,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from logloss.cli import CLIError
-
     if not 0 <= args.port <= 65535:
         raise CLIError(f"--port {args.port} is not a TCP port; use 0-65535 (0 = any free port)")
     if args.max_body_bytes < 1024:
@@ -54,7 +53,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if not args.checkpoint.is_dir():
         raise CLIError(f"--checkpoint {args.checkpoint} is not a directory; train one first")
 
-    from logloss.serve import create_app, serve
+    from logloss.serve import create_app, serve  # torch, FastAPI: after the argument checks
 
     app = create_app(
         args.checkpoint,

@@ -1,20 +1,31 @@
-"""``logloss train`` and ``logloss predict``: parse, call :mod:`logloss.training`, print.
+"""``logloss train``: parse, call :func:`logloss.training.train`, print its progress.
 
-Heavy imports (torch, rich) happen inside the handlers so that ``logloss --help`` stays fast.
+Torch and rich are imported inside the handler (after the options are checked) so that
+``logloss --help`` and argument errors stay fast; :mod:`logloss.training.config` has no torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from logloss.cli import CLIError, add_checkpoint_arguments, add_json_flag
+from logloss.cli import CLIError, add_json_flag, print_json
+from logloss.cli.data import add_data_arguments
+from logloss.training.config import (
+    LOSSES,
+    OPTIMIZERS,
+    PRESETS,
+    SCHEDULES,
+    TrainConfig,
+    parse_validation_size,
+)
+
+if TYPE_CHECKING:
+    from logloss.training.history import EpochRecord, History, SampleView
 
 RUNS_DIR = Path("runs")
 
@@ -33,8 +44,6 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
 
 def _validation_size(text: str) -> int | float:
     """argparse type of --validation-size: a count (5000) or a fraction (0.1)."""
-    from logloss.train_config import parse_validation_size
-
     try:
         return parse_validation_size(text)
     except ValueError as error:
@@ -42,8 +51,7 @@ def _validation_size(text: str) -> int | float:
 
 
 def _default_help(field: str) -> str:
-    from logloss.train_config import PRESETS, TrainConfig
-
+    """ "default: X; best preset: Y" for the help of option ``field``."""
     default = getattr(TrainConfig(), field)
     best = PRESETS["best"].get(field)
     text = f"default: {','.join(map(str, default)) if isinstance(default, tuple) else default}"
@@ -53,9 +61,7 @@ def _default_help(field: str) -> str:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``logloss train`` and ``logloss predict``."""
-    from logloss.cli.data import add_data_arguments
-    from logloss.train_config import LOSSES, OPTIMIZERS, PRESETS, SCHEDULES
+    """Add ``logloss train``."""
 
     train = subparsers.add_parser(
         "train",
@@ -73,6 +79,14 @@ def register(subparsers: Any) -> None:
     )
     add_data_arguments(train)
     train.set_defaults(dataset=None)  # None = the preset's (mnist); lets --resume spot changes
+    _add_training_options(train)
+    _add_run_options(train)
+    add_json_flag(train, "print a JSON summary on stdout")
+    train.set_defaults(handler=run_train)
+
+
+def _add_training_options(train: argparse.ArgumentParser) -> None:
+    """The options of :class:`~logloss.training.config.TrainConfig`, defaults from the preset."""
     for flag, field, kind, text in _OPTIONS:
         train.add_argument(flag, type=kind, default=None, help=f"{text} ({_default_help(field)})")
     train.add_argument(
@@ -109,6 +123,10 @@ def register(subparsers: Any) -> None:
         help="cross-entropy implementation: logloss (this package), torch, or fused "
         f"({_default_help('loss')})",
     )
+
+
+def _add_run_options(train: argparse.ArgumentParser) -> None:
+    """When to stop, where to run, where to write, whether to resume."""
     train.add_argument(
         "--target-accuracy",
         type=float,
@@ -137,32 +155,10 @@ def register(subparsers: Any) -> None:
         default=False,
         help="continue the interrupted run in --out DIR exactly where it stopped",
     )
-    add_json_flag(train, "print a JSON summary on stdout")
-    train.set_defaults(handler=run_train)
-
-    predict = subparsers.add_parser(
-        "predict",
-        help="classify your own images of digits with a trained checkpoint",
-        description="Each image is converted the way MNIST was made (grayscale, inverted when "
-        "the background is light, the digit's bounding box scaled to 20x20 and centred by its "
-        "centre of mass in 28x28), then classified.",
-    )
-    add_checkpoint_arguments(predict)
-    predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files")
-    predict.add_argument(
-        "--device", default="cpu", help="device for inference: auto, cpu, cuda, mps (default: cpu)"
-    )
-    add_json_flag(predict, "print JSON instead of text")
-    predict.set_defaults(handler=run_predict)
 
 
-# --- train ------------------------------------------------------------------------------------
-
-
-def config_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any]]:
     """``(TrainConfig, explicit options)`` from the parsed command line."""
-    from logloss.train_config import TrainConfig
-
     given: dict[str, Any] = {}
     for _, field, _, _ in _OPTIONS:
         if getattr(args, field) is not None:
@@ -191,21 +187,20 @@ def _with_option_names(message: str) -> str:
     return message
 
 
-def _resume_config(args: argparse.Namespace, given: dict[str, Any]) -> Any:
+def _resume_config(args: argparse.Namespace, given: dict[str, Any]) -> TrainConfig:
     """The saved run's options with the given ones on top (train() refuses any change)."""
-    from logloss import checkpoint as ckpt
-    from logloss.train_config import TrainConfig
+    from logloss.training.run_folder import read_metadata  # torch: after the option checks
 
     if args.out is None:
         raise CLIError("--resume needs --out DIR: the folder of the run to continue")
     if args.preset != "default":
         raise CLIError("--resume continues with the saved options: drop --preset")
-    saved = ckpt.read_metadata(args.out)["config"]
+    saved = read_metadata(args.out)["config"]
     return TrainConfig.from_dict({**saved, **given})
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from logloss.training import train
+    from logloss.training.loop import train  # torch: after the option checks
 
     config, given = config_from_args(args)
     if args.resume:
@@ -218,11 +213,11 @@ def run_train(args: argparse.Namespace) -> int:
     )
     wall = time.perf_counter() - started
     if args.json:
-        print(json.dumps(history_summary(history, wall), indent=2))
+        print_json(history_summary(history, wall))
     return 130 if history.status == "interrupted" else 0
 
 
-def history_summary(history: Any, wall_seconds: float) -> dict[str, Any]:
+def history_summary(history: History, wall_seconds: float) -> dict[str, Any]:
     """JSON-ready outcome of a run."""
     return {
         "status": history.status,
@@ -232,6 +227,7 @@ def history_summary(history: Any, wall_seconds: float) -> dict[str, Any]:
         "epochs": [dataclasses.asdict(r) for r in history.records],
         "best_epoch": history.best_epoch,
         "initial_loss": history.initial_loss,
+        "initial_accuracy": history.initial_accuracy,
         "test": history.test,
         "train_seconds": history.elapsed,
         "wall_seconds": wall_seconds,
@@ -262,13 +258,15 @@ class RichReporter:
             epoch, step = info["resumed_at"]
             self.console.print(f"resuming at epoch {epoch}, step {step}")
 
-    def on_sample(self, stage: str, explanation: Any, image: Any) -> None:
+    def on_sample(self, stage: str, view: SampleView) -> None:
         """The sample's pixels as text, then the article's walkthrough of what the model says."""
         from logloss.data.render import image_to_text
+        from logloss.insight.explain import explain
 
         title = "Before training" if stage == "before" else "After training"
         self.console.print(f"\n[bold]{title}[/bold]: validation sample 0")
-        self.console.print(image_to_text(image), markup=False)
+        self.console.print(image_to_text(view.image), markup=False)
+        explanation = explain(view.logits, view.target)
         self.console.print(explanation.render() + "\n", markup=False)
 
     def on_warning(self, message: str) -> None:
@@ -299,7 +297,7 @@ class RichReporter:
             self.progress.stop()
             self.progress = None
 
-    def on_epoch_end(self, record: Any, is_best: bool) -> None:
+    def on_epoch_end(self, record: EpochRecord, is_best: bool) -> None:
         self._stop_bar()
         self.console.print(
             f"epoch {record.epoch}/{self.epochs}: train loss {record.train_loss:.4f} accuracy "
@@ -308,7 +306,7 @@ class RichReporter:
             f"{record.seconds:.1f} s, {record.samples_per_second:,.0f} samples/s"
         )
 
-    def on_end(self, history: Any) -> None:
+    def on_end(self, history: History) -> None:
         self._stop_bar()
         out = history.out_dir
         if history.status == "interrupted":
@@ -317,67 +315,12 @@ class RichReporter:
                 f"logloss train --out {out} --resume"
             )
             return
-        test = history.test
+        test, epochs = history.test, len(history.records)
         self.console.print(
-            f"{history.status.replace('_', ' ')} in {history.elapsed:.1f} s of training: test "
-            f"accuracy {test['accuracy']:.2%} (mean loss {test['loss']:.4f}); best epoch "
-            f"{history.best_epoch}: test accuracy {test['best_accuracy']:.2%}. Checkpoints in {out}"
+            f"{history.status.replace('_', ' ')} in {history.elapsed:.1f} s of training. Last "
+            f"epoch ({epochs}): test accuracy {test['accuracy']:.2%} (mean loss "
+            f"{test['loss']:.4f}). Best validation epoch ({history.best_epoch}): test accuracy "
+            f"{test['best_accuracy']:.2%} (mean loss {test['best_loss']:.4f}); evaluate, "
+            f"explain, report, predict and serve use these best weights (--which last for the "
+            f"last). Checkpoints in {out}"
         )
-
-
-# --- predict ----------------------------------------------------------------------------------
-
-
-def predict_images(checkpoint: Any, paths: list[Path]) -> list[dict[str, Any]]:
-    """Classify image files with a loaded checkpoint; one JSON-ready dict per file."""
-    import numpy as np
-
-    from logloss.activations import softmax
-    from logloss.preprocess import load_image, to_mnist
-
-    pixels = np.stack([to_mnist(load_image(path)) for path in paths])  # (N, 28, 28) uint8
-    expected = tuple(checkpoint.model.architecture.input_shape)
-    if pixels.shape[1:] != expected:
-        raise CLIError(
-            f"this checkpoint takes {expected} images (dataset {checkpoint.config.dataset}); "
-            "predict converts pictures to MNIST's 28x28"
-        )
-    logits = checkpoint.logits(pixels).astype(np.float64)  # (N, C)
-    probabilities = softmax(logits, axis=-1)
-    classes = checkpoint.classes
-    results = []
-    for path, z, p in zip(paths, logits, probabilities, strict=True):
-        best = int(np.argmax(p))
-        results.append(
-            {
-                "file": str(path),
-                "predicted": best,
-                "label": classes[best],
-                "probability": float(p[best]),
-                "probabilities": [float(v) for v in p],
-                "logits": [float(v) for v in z],
-            }
-        )
-    return results
-
-
-def run_predict(args: argparse.Namespace) -> int:
-    from logloss.checkpoint import load_checkpoint
-    from logloss.explain import render_bars
-
-    checkpoint = load_checkpoint(args.checkpoint, which=args.which, device=args.device)
-    results = predict_images(checkpoint, list(args.images))
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return 0
-    for result in results:
-        p = result["probability"]
-        print(f"{result['file']}: {result['label']} (p = {p:.4f}, -ln p = {-math.log(p):.4f})")
-        print(
-            render_bars(
-                result["probabilities"],
-                checkpoint.classes,
-                marks={result["predicted"]: "predicted"},
-            )
-        )
-    return 0

@@ -1,0 +1,47 @@
+"""``logloss report``: the one-page HTML story of :mod:`logloss.insight.report` on a run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from logloss.cli.run_arguments import add_run_arguments, writing
+
+
+def register(subparsers: Any) -> None:
+    """Add ``logloss report``."""
+    report = subparsers.add_parser(
+        "report",
+        help="one self-contained HTML page telling the article's story on your run",
+        description="Write one HTML page (images embedded) that walks from likelihood to "
+        "log-likelihood, softmax, cross-entropy, training, the same sample before and after, "
+        "where the remaining loss lives, and calibration, with your run's numbers.",
+    )
+    add_run_arguments(report, which=False)
+    report.add_argument(
+        "--out",
+        type=Path,
+        default=Path("report.html"),
+        metavar="FILE",
+        help="the HTML file to write (default: report.html)",
+    )
+    report.add_argument(
+        "--index",
+        type=int,
+        default=0,
+        metavar="I",
+        help="the sample shown before and after training (default: 0)",
+    )
+    report.set_defaults(handler=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from logloss.insight.report import build_report, write_report  # torch, matplotlib: slow
+
+    report = build_report(
+        args.checkpoint, split=args.split, index=args.index, data_dir=args.data_dir
+    )
+    writing("--out", args.out, lambda: write_report(args.out, report.html))
+    print(f"wrote {args.out} ({len(report.html) / 1024:.0f} KiB) in {report.seconds:.2f} s")
+    return 0
