@@ -1,9 +1,13 @@
-"""Shared test fixtures.
+"""Shared test fixtures and settings.
 
-Data: tests read MNIST through the project's own ``LOGLOSS_DATA`` variable (``.ci/run`` sets it to
-``../shared/data``).  When it is unset, the shared folder beside the checkout is used if present.
-Tests that need the data or a browser *fail* under CI (``CI=true``) when it is missing, and skip
-only on a developer's machine that lacks it.
+Data: tests find MNIST the way the product does (:func:`logloss.data.find_dataset`): pytest's
+``--data-dir DIR``, then ``$LOGLOSS_DATA``, then the user cache that ``logloss data fetch mnist``
+fills.  Tests that need the data or a browser *fail* under CI (``CI=true``) when it is missing;
+on a developer's machine they skip, and the end of the run says so in a loud summary.
+
+Hypothesis: the ``ci`` profile (chosen when ``CI=true``) is derandomized, so a failure in CI
+replays exactly; elsewhere the ``dev`` profile explores new examples and prints the blob that
+reproduces a failure.
 """
 
 from __future__ import annotations
@@ -15,26 +19,58 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+from logloss.data import find_dataset
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile("ci" if IN_CI else "dev")
+
+MISSING: list[str] = []  # what was skipped for lack of data or tools, for the final summary
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--data-dir",
+        default=None,
+        metavar="DIR",
+        help="folder holding mnist/ (default: $LOGLOSS_DATA, then the user cache)",
+    )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if MISSING:
+        terminalreporter.section("NOT TESTED: data or tools missing", sep="!", red=True, bold=True)
+        for reason in sorted(set(MISSING)):
+            terminalreporter.line(f"  {reason}", red=True)
+        terminalreporter.line(
+            "  Get MNIST with `logloss data fetch mnist` (or pass --data-dir / set LOGLOSS_DATA);"
+            " under CI=true these are failures, not skips.",
+            red=True,
+        )
 
 
 def require(condition: bool, reason: str) -> None:
     """Skip when ``condition`` is false on a developer's machine; fail under CI."""
     if condition:
         return
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    if IN_CI:
         pytest.fail(f"required in CI: {reason}")
+    MISSING.append(reason)
     pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
-def data_dir() -> Path:
-    """The folder holding ``mnist/`` with the four original .gz files."""
-    root = Path(os.environ.get("LOGLOSS_DATA", SHARED_DATA))
-    require((root / "mnist" / "t10k-labels-idx1-ubyte.gz").is_file(), f"MNIST not found in {root}")
-    return root
+def data_dir(pytestconfig: pytest.Config) -> Path:
+    """The data folder holding ``mnist/`` with the four original .gz files."""
+    found = find_dataset("mnist", data_dir=pytestconfig.getoption("--data-dir"))
+    require(
+        found is not None,
+        "MNIST not found (looked in --data-dir, $LOGLOSS_DATA and the user cache)",
+    )
+    return found[1].parent
 
 
 # A tiny dense network trained for one epoch on the real MNIST (about 90% test accuracy in a few

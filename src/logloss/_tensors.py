@@ -37,7 +37,7 @@ def is_tensor(x: object) -> bool:
 
 def torch_module() -> ModuleType:
     """The torch module, imported on first use."""
-    import torch
+    import torch  # only for tensor inputs: `import logloss` stays NumPy-only
 
     return torch
 

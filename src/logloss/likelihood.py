@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from logloss.activations import log_softmax
+
 # Probabilities must sum to 1 within this (absolute) tolerance.
 SUM_TOLERANCE = 1e-9
 
@@ -322,9 +324,7 @@ def _numerical_mle(counts: Mapping[Hashable, int]) -> tuple[dict[Hashable, float
     optimised: for an unseen symbol, moving its probability to a seen one raises ``L``, so its
     maximum-likelihood probability is 0 (a boundary point no finite ``theta`` reaches).
     """
-    import torch
-
-    from logloss.activations import log_softmax
+    import torch  # the numerical check only; `import logloss` stays NumPy-only
 
     seen = [s for s, c in counts.items() if c > 0]
     result = {s: 0.0 for s in counts}

@@ -16,6 +16,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from logloss.activations import sigmoid, softmax
 from logloss.cli import CLIError, add_json_flag, print_json
 from logloss.insight.explain import explain
@@ -201,8 +203,6 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def run_sigmoid(args: argparse.Namespace) -> int:
-    import numpy as np
-
     _reject_nan(args.t, "T")
     t = np.array(args.t, dtype=np.float64)  # (n,)
     s = sigmoid(t)
@@ -248,8 +248,6 @@ def run_sigmoid(args: argparse.Namespace) -> int:
 
 
 def run_softmax(args: argparse.Namespace) -> int:
-    import numpy as np
-
     _reject_nan(args.t, "T")
     t = np.array(args.t, dtype=np.float64)  # (C,)
     for index, value in enumerate(t):

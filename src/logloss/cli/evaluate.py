@@ -96,7 +96,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def write_figures(result: SplitEvaluation, directory: Path) -> list[Path]:
     """Every diagnostic figure of ``result`` as PNG files in ``directory``."""
     from logloss.insight import plots  # matplotlib: only when figures are asked for
-    from logloss.training.run_folder import read_metrics
+    from logloss.training.run_folder import read_metrics  # torch: after argument checks
 
     e = result.evaluation
     figures = {

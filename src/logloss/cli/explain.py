@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from logloss.cli import add_json_flag, print_json
 from logloss.cli.run_arguments import add_run_arguments, load_run, run_sample, writing
+from logloss.data.render import image_to_text, save_png
+from logloss.insight.explain import explain, format_small, render_bars
 
 if TYPE_CHECKING:
     from logloss.insight.explain import Explanation
@@ -53,9 +55,6 @@ def register(subparsers: Any) -> None:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from logloss.data.render import image_to_text, save_png
-    from logloss.insight.explain import explain
-
     checkpoint = load_run(args.checkpoint, args.which)
     image, label = run_sample(checkpoint, args.split, args.index, args.data_dir)
     # Class names only when they say more than the index (fashion-mnist's "sneaker", not "7").
@@ -95,8 +94,6 @@ def run_explain(args: argparse.Namespace) -> int:
 
 def before_after_text(before: Explanation, after: Explanation, *, width: int = 24) -> str:
     """Two explanations of one sample side by side (bars and numbers)."""
-    from logloss.insight.explain import format_small, render_bars
-
     left = render_bars(before.probabilities, before.labels, width).splitlines()
     right = render_bars(after.probabilities, after.labels, width).splitlines()
     heading = "untrained (initial weights)"

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from logloss.activations import softmax
 from logloss.cli import CLIError, add_checkpoint_arguments, add_json_flag
+from logloss.insight.explain import render_bars
 
 if TYPE_CHECKING:
     from logloss.training.checkpoint import Checkpoint
@@ -39,8 +41,7 @@ def register(subparsers: Any) -> None:
 
 def predict_images(checkpoint: Checkpoint, paths: list[Path]) -> list[dict[str, Any]]:
     """Classify image files with a loaded checkpoint; one JSON-ready dict per file."""
-    from logloss.activations import softmax
-    from logloss.data.preprocess import load_image, to_mnist
+    from logloss.data.preprocess import load_image, to_mnist  # Pillow: only for pictures
 
     pixels = np.stack([to_mnist(load_image(path)) for path in paths])  # (N, 28, 28) uint8
     expected = tuple(checkpoint.model.architecture.input_shape)
@@ -69,7 +70,6 @@ def predict_images(checkpoint: Checkpoint, paths: list[Path]) -> list[dict[str, 
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from logloss.insight.explain import render_bars
     from logloss.training.checkpoint import load_checkpoint  # torch: after argument checks
 
     checkpoint = load_checkpoint(args.checkpoint, which=args.which, device=args.device)

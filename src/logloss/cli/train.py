@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from logloss.cli import CLIError, add_json_flag, print_json
 from logloss.cli.data import add_data_arguments
+from logloss.data.render import image_to_text
+from logloss.insight.explain import explain
 from logloss.training.config import (
     LOSSES,
     OPTIMIZERS,
@@ -238,7 +240,7 @@ class RichReporter:
     """Prints a run: device, the before/after sample, a live bar per epoch, summary lines."""
 
     def __init__(self, stream: Any = None) -> None:
-        from rich.console import Console
+        from rich.console import Console  # rich: only when training prints
 
         self.console = Console(file=stream or sys.stdout, highlight=False, soft_wrap=True)
         self.progress: Any = None
@@ -260,9 +262,6 @@ class RichReporter:
 
     def on_sample(self, stage: str, view: SampleView) -> None:
         """The sample's pixels as text, then the article's walkthrough of what the model says."""
-        from logloss.data.render import image_to_text
-        from logloss.insight.explain import explain
-
         title = "Before training" if stage == "before" else "After training"
         self.console.print(f"\n[bold]{title}[/bold]: validation sample 0")
         self.console.print(image_to_text(view.image), markup=False)
@@ -273,7 +272,12 @@ class RichReporter:
         self.console.print(f"[yellow]warning:[/yellow] {message}")
 
     def on_epoch_start(self, epoch: int, epochs: int, steps: int, first_step: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        from rich.progress import (  # rich: only when training prints
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+        )
 
         self.steps, self.epochs = steps, epochs
         self.progress = Progress(

@@ -347,7 +347,7 @@ def explain(
 
 def _torch_loss(z: np.ndarray, target: int) -> float:
     """PyTorch's ``CrossEntropyLoss`` for one sample, as the article computes it."""
-    import torch
+    import torch  # the article's reference value; `import logloss` stays NumPy-only
 
     loss_fn = torch.nn.CrossEntropyLoss()
     return float(loss_fn(torch.from_numpy(z)[None, :], torch.tensor([target])))

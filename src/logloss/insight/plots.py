@@ -21,18 +21,19 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from logloss._atomic import write_bytes_atomic
 from logloss.activations import sigmoid, softmax
 from logloss.insight.diagnostics import Examples, Reliability, loss_concentration
 from logloss.insight.explain import explain
 from logloss.likelihood import log_likelihood, mle
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 # The article's trained model on its first test digit, a 7 (its "after" logits).
 ARTICLE_LOGITS = (
@@ -68,9 +69,6 @@ TILE_INCHES = 1.6
 
 def blank_figure(width: float, height: float) -> Figure:
     """An empty figure of ``width`` x ``height`` inches drawn by Agg (no pyplot, no display)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
@@ -344,8 +342,6 @@ def reliability_figure(bins: Reliability, *, title: str = "reliability diagram")
     is opaque, so it looks the same over a bar as over the background, and the legend is drawn
     from the bars' own styles: its entries are exactly what is drawn.
     """
-    from matplotlib.patches import Patch
-
     width = np.diff(bins.edges)
     centres = bins.edges[:-1] + width / 2
     filled = bins.count > 0
@@ -380,8 +376,6 @@ def reliability_figure(bins: Reliability, *, title: str = "reliability diagram")
 
 def confusion_figure(confusion: np.ndarray, *, labels: Sequence[str] | None = None) -> Figure:
     """The confusion matrix (rows: true class, columns: predicted), log-coloured, counts printed."""
-    from matplotlib.colors import LogNorm
-
     matrix = np.asarray(confusion)
     c = matrix.shape[0]
     names = [str(k) for k in range(c)] if labels is None else list(labels)

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from logloss import __version__
 from logloss._atomic import atomic_write
+from logloss._version import __version__
 from logloss.data.render import png_bytes
 from logloss.insight import plots
 from logloss.insight.diagnostics import Evaluation, evaluate_logits

@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors
 import torch
 from safetensors.torch import save as save_safetensors_bytes
 
 from logloss._atomic import write_bytes_atomic, write_text_atomic
 from logloss._json import dumps, restore_non_finite
+from logloss._version import __version__
 from logloss.training.state_file import HEADER_KEY, load_state, read_safetensors, save_state
 
 FORMAT = "logloss.checkpoint"
@@ -77,10 +79,6 @@ def holds_run(directory: str | os.PathLike[str]) -> bool:
 
 def versions() -> dict[str, str]:
     """Versions of what produced a checkpoint."""
-    import safetensors  # only for its version string
-
-    from logloss import __version__
-
     return {
         "logloss": __version__,
         "torch": torch.__version__,
