@@ -83,6 +83,38 @@ def register(subparsers: Any) -> None:
     add_json_flag(listing)
     listing.set_defaults(handler=run_list)
 
+    _register_fetch(commands)
+
+    show = commands.add_parser(
+        "show",
+        help="print one image as text art with its label (and write it as PNG)",
+        description="Print image number I of a split as text art and its label; --png "
+        "writes the image as a grayscale PNG.",
+    )
+    _add_name(show)
+    show.add_argument(
+        "--index", type=int, required=True, metavar="I", help="image number, from 0 (required)"
+    )
+    show.add_argument(
+        "--split", choices=SPLIT_NAMES, default="train", help="train or test (default: train)"
+    )
+    show.add_argument(
+        "--png", type=Path, default=None, metavar="FILE", help="also write the image to FILE"
+    )
+    show.add_argument(
+        "--scale",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --png, magnify each pixel to N x N (1-64, default: 1)",
+    )
+    add_data_arguments(show, dataset=False)
+    add_json_flag(show)
+    show.set_defaults(handler=run_show)
+
+
+def _register_fetch(commands: Any) -> None:
+    """Add ``logloss data fetch``."""
     fetch = commands.add_parser(
         "fetch",
         help="download a dataset (verified by SHA-256) unless it is already present",
@@ -111,33 +143,6 @@ def register(subparsers: Any) -> None:
         "and whether it was downloaded or already present",
     )
     fetch.set_defaults(handler=run_fetch)
-
-    show = commands.add_parser(
-        "show",
-        help="print one image as text art with its label (and write it as PNG)",
-        description="Print image number I of a split as text art and its label; --png "
-        "writes the image as a grayscale PNG.",
-    )
-    _add_name(show)
-    show.add_argument(
-        "--index", type=int, required=True, metavar="I", help="image number, from 0 (required)"
-    )
-    show.add_argument(
-        "--split", choices=SPLIT_NAMES, default="train", help="train or test (default: train)"
-    )
-    show.add_argument(
-        "--png", type=Path, default=None, metavar="FILE", help="also write the image to FILE"
-    )
-    show.add_argument(
-        "--scale",
-        type=int,
-        default=1,
-        metavar="N",
-        help="with --png, magnify each pixel to N x N (1-64, default: 1)",
-    )
-    add_data_arguments(show, dataset=False)
-    add_json_flag(show)
-    show.set_defaults(handler=run_show)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:

@@ -300,14 +300,20 @@ def download_dataset(
                 fetch_file(file, folder, bases, progress=bar, limits=limits)
             except DownloadError as error:
                 failures[file.name] = error
-    if not failures:
-        return folder
+    if failures:
+        raise _combined(failures)
+    return folder
+
+
+def _combined(failures: dict[str, DownloadError]) -> DownloadError:
+    """One error for the files that failed (file name -> its error): one line, every attempt in
+    ``details``; a ``ChecksumError`` if any of them is one."""
     errors = list(failures.values())
     message = str(errors[0])
     if len(errors) > 1:
         message = f"{len(errors)} files could not be downloaded ({', '.join(failures)}); {message}"
     kind = ChecksumError if any(isinstance(e, ChecksumError) for e in errors) else DownloadError
-    raise kind(message, details="\n".join(e.details for e in errors))
+    return kind(message, details="\n".join(e.details for e in errors))
 
 
 def _progress_bar(show: bool) -> Progress:
