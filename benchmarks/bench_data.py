@@ -1,7 +1,8 @@
 """Benchmark: loading all of MNIST (60k + 10k images and labels, from gzip) with load_dataset.
 
-Run: ``.venv/bin/python benchmarks/bench_data.py [--data-dir DIR] [--repeats N]``.  Writes
-``benchmarks/results/data.json`` and ``benchmarks/results/data.md`` (atomically).
+Run: ``flock /tmp/logloss-measure.lock .venv/bin/python benchmarks/bench_data.py [--data-dir DIR]
+[--repeats N]``.  Writes ``benchmarks/results/data.json`` and ``benchmarks/results/data.md``
+(atomically).
 
 Measured side by side in one process, round-robin, each the median of N runs (the machine is
 shared, so medians and ratios are what to quote):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 from pathlib import Path
 
@@ -164,3 +165,98 @@ def test_fetch_bundled_and_present(data_dir: Path, capsys: pytest.CaptureFixture
     assert "ships with logloss" in capsys.readouterr().out
     assert main(["data", "fetch", "mnist", "--data-dir", str(data_dir)]) == 0
     assert f"already present: {data_dir.absolute() / 'mnist'}" in capsys.readouterr().out
+
+
+# ---- issue 14: one line for a missing dataset, --verbose for the places tried; fetch --json ----
+
+
+def test_missing_dataset_is_one_line_and_verbose_adds_the_places(
+    isolated: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """issue 14: the data-not-found error was 12 lines; now one, and --verbose lists the rest."""
+    from logloss.data import MIRRORS
+
+    monkeypatch.delenv("LOGLOSS_MIRRORS", raising=False)
+    monkeypatch.setitem(MIRRORS, "kmnist", ["http://127.0.0.1:1/"])
+    argv = ["data", "show", "kmnist", "--index", "0", "--data-dir", str(tmp_path / "d")]
+    assert main(argv) == 2
+    short = capsys.readouterr().err
+    assert short.count("\n") == 1
+    assert short.startswith(
+        f"logloss: error: dataset 'kmnist' (train split) not found, and downloading into "
+        f"{tmp_path / 'd' / 'kmnist'} failed: 2 files could not be downloaded "
+        "(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz); could not download a verified "
+        "copy of train-images-idx3-ubyte.gz: http://127.0.0.1:1/train-images-idx3-ubyte.gz: "
+        "URLError: "
+    )
+    assert short.rstrip().endswith("(--verbose, or .details in Python, lists the places tried)")
+    assert main([*argv, "--verbose"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == short.rstrip()
+    assert lines[1:5] == [
+        "looked for train-images-idx3-ubyte.gz and train-labels-idx1-ubyte.gz in:",
+        f"  --data-dir: {tmp_path / 'd' / 'kmnist'} (missing)",
+        "  LOGLOSS_DATA: (not set)",
+        f"  user cache: {isolated / 'kmnist'} (missing)",
+    ]
+    assert lines[5] == "train-images-idx3-ubyte.gz: tried"
+    assert lines[6].startswith("  http://127.0.0.1:1/train-images-idx3-ubyte.gz: URLError: ")
+    assert lines[7] == "train-labels-idx1-ubyte.gz: tried"
+    assert lines[8].startswith("  http://127.0.0.1:1/train-labels-idx1-ubyte.gz: URLError: ")
+    assert len(lines) == 9
+    assert not (tmp_path / "d").exists()
+
+
+def test_verbose_is_a_shared_data_argument() -> None:
+    parser = argparse.ArgumentParser()
+    add_data_arguments(parser, dataset=False)
+    assert parser.parse_args([]).verbose is False
+    assert parser.parse_args(["--verbose"]).verbose is True
+
+
+def test_fetch_json_when_present(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """issue 14: `data fetch --json` gives the folder and each file's size and SHA-256."""
+    assert main(["data", "fetch", "mnist", "--data-dir", str(data_dir), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    folder = data_dir.absolute() / "mnist"
+    assert (record["dataset"], record["folder"], record["status"]) == (
+        "mnist",
+        str(folder),
+        "present",
+    )
+    published = {f.name: f.sha256 for f in DATASETS["mnist"].all_files}
+    assert [f["name"] for f in record["files"]] == list(published)
+    for entry in record["files"]:
+        content = (folder / entry["name"]).read_bytes()
+        assert entry["bytes"] == len(content)
+        assert entry["sha256"] == hashlib.sha256(content).hexdigest()
+        # The shared training images are a rebuilt copy (see docs/data.md); the rest are official.
+        official = entry["name"] != "train-images-idx3-ubyte.gz"
+        assert entry["matches_published_sha256"] is official
+        assert entry["status"] == "present"
+
+
+def test_fetch_json_bundled(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "fetch", "digits", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "dataset": "digits",
+        "folder": None,
+        "status": "bundled",
+        "files": [],
+    }
+
+
+def test_fetch_help_documents_the_mirrors_variable_and_the_limits(capsys) -> None:
+    """issue 13, item 9: LOGLOSS_MIRRORS is documented in `logloss data fetch --help`, with the
+    limits that DownloadLimits really applies."""
+    from logloss.cli.data import MIRRORS_ENV_VAR as CLI_MIRRORS_ENV_VAR
+    from logloss.data import MIRRORS_ENV_VAR, DownloadLimits
+
+    with pytest.raises(SystemExit):
+        main(["data", "fetch", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert CLI_MIRRORS_ENV_VAR == MIRRORS_ENV_VAR == "LOGLOSS_MIRRORS"
+    assert "LOGLOSS_MIRRORS replaces the built-in mirrors" in text
+    limits = DownloadLimits()
+    assert f"slower than {limits.min_rate / 1024:g} KiB/s (over {limits.rate_window:g} s)" in text
+    assert f"longer than {limits.deadline / 60:g} minutes" in text

@@ -120,13 +120,19 @@ def test_user_cache_honours_xdg(isolated: Path) -> None:
 def test_offline_with_no_data_says_where_it_looked(isolated: Path, tmp_path: Path) -> None:
     with pytest.raises(DatasetNotFoundError) as caught:
         load_dataset("fashion-mnist", "test", data_dir=tmp_path / "mine", download=False)
-    message = str(caught.value)
-    assert f"--data-dir: {tmp_path / 'mine' / 'fashion-mnist'} (missing)" in message
-    assert "LOGLOSS_DATA: (not set)" in message
-    assert f"user cache: {isolated / 'fashion-mnist'} (missing)" in message
-    assert "t10k-images-idx3-ubyte.gz" in message
-    assert "--data-dir DIR" in message
-    assert "LOGLOSS_DATA=DIR" in message
+    # issue 14: one line saying what to do; the places tried are in .details (--verbose).
+    assert str(caught.value) == (
+        "dataset 'fashion-mnist' (test split) not found (downloading was off); run `logloss "
+        "data fetch fashion-mnist`, or put the original .gz files in DIR/fashion-mnist/ and pass "
+        "--data-dir DIR (data_dir=DIR in Python) or set LOGLOSS_DATA=DIR (--verbose, or .details "
+        "in Python, lists the places tried)"
+    )
+    assert caught.value.details.splitlines() == [
+        "looked for t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz in:",
+        f"  --data-dir: {tmp_path / 'mine' / 'fashion-mnist'} (missing)",
+        "  LOGLOSS_DATA: (not set)",
+        f"  user cache: {isolated / 'fashion-mnist'} (missing)",
+    ]
     assert isinstance(caught.value, ValueError)
     assert not isolated.exists()  # looking created nothing
 

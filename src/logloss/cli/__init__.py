@@ -102,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (CLIError, ValueError) as error:
         print(f"logloss: error: {error}", file=sys.stderr)
+        if getattr(args, "verbose", False) and getattr(error, "details", ""):
+            print(error.details, file=sys.stderr)  # e.g. every place a dataset was looked for
         return 2
     except KeyboardInterrupt:
         print("logloss: interrupted", file=sys.stderr)

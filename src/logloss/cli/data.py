@@ -3,21 +3,22 @@
 Also :func:`add_data_arguments`, which every command that reads a dataset uses to add the same
 ``--data-dir DIR`` and ``--dataset NAME`` options.  The work is done by :mod:`logloss.data`,
 imported inside the handlers so that ``logloss --help`` stays fast (NumPy is not loaded).
+``--verbose`` (every command with ``--data-dir``) adds an error's details below its one line.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from logloss.cli import CLIError, add_json_flag
 
-# Kept in step with logloss.data.registry.DATASETS (a test checks) so that building the parser
-# does not import NumPy.
+# Kept in step with logloss.data.registry (a test checks) so that building the parser does not
+# import NumPy.
 DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist", "digits")
+MIRRORS_ENV_VAR = "LOGLOSS_MIRRORS"
 SPLIT_NAMES = ("train", "test")
 
 DATA_DIR_HELP = (
@@ -30,12 +31,20 @@ DATA_DIR_HELP = (
 def add_data_arguments(
     parser: argparse.ArgumentParser, *, dataset: bool = True, default_dataset: str = "mnist"
 ) -> None:
-    """Add the standard ``--data-dir DIR`` (and ``--dataset NAME``) options to ``parser``.
+    """Add the standard ``--data-dir DIR``, ``--verbose`` (and ``--dataset NAME``) options.
 
-    Parsed values: ``args.data_dir`` (``Path`` or ``None``) and ``args.dataset`` (a name); pass them
-    on as ``load_dataset(args.dataset, split, data_dir=args.data_dir)``.
+    Parsed values: ``args.data_dir`` (``Path`` or ``None``), ``args.verbose`` and ``args.dataset``
+    (a name); pass them on as ``load_dataset(args.dataset, split, data_dir=args.data_dir)``.  With
+    ``--verbose``, ``logloss`` prints an error's ``details`` (every place a dataset was looked
+    for, every download attempt) below its one-line message.
     """
     parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR", help=DATA_DIR_HELP)
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        default=False,
+        help="on a data error, also list every place looked in and every download attempt",
+    )
     if dataset:
         parser.add_argument(
             "--dataset",
@@ -74,23 +83,7 @@ def register(subparsers: Any) -> None:
     add_json_flag(listing)
     listing.set_defaults(handler=run_list)
 
-    fetch = commands.add_parser(
-        "fetch",
-        help="download a dataset (verified by SHA-256) unless it is already present",
-        description="Download the dataset's missing files into --data-dir, or the user cache "
-        "without it, trying each public mirror in turn and checking each file's published "
-        "SHA-256 before keeping it.",
-    )
-    _add_name(fetch)
-    add_data_arguments(fetch, dataset=False)
-    fetch.add_argument(
-        "--no-progress",
-        dest="progress",
-        action="store_false",
-        default=True,
-        help="do not show progress bars",
-    )
-    fetch.set_defaults(handler=run_fetch)
+    _register_fetch(commands)
 
     show = commands.add_parser(
         "show",
@@ -118,6 +111,38 @@ def register(subparsers: Any) -> None:
     add_data_arguments(show, dataset=False)
     add_json_flag(show)
     show.set_defaults(handler=run_show)
+
+
+def _register_fetch(commands: Any) -> None:
+    """Add ``logloss data fetch``."""
+    fetch = commands.add_parser(
+        "fetch",
+        help="download a dataset (verified by SHA-256) unless it is already present",
+        description="Download the dataset's missing files into --data-dir, or the user cache "
+        "without it, trying each mirror in turn and checking each file's published SHA-256 "
+        "before keeping it.",
+        epilog=f"environment: {MIRRORS_ENV_VAR} replaces the built-in mirrors (behind a proxy or "
+        "with a local mirror): base URLs separated by spaces, {dataset} standing for the "
+        f"dataset's name and the word default for the built-in mirrors, e.g. {MIRRORS_ENV_VAR}="
+        "'https://mirror.example/{dataset}/ default'. A transfer slower than 4 KiB/s (over 30 "
+        "s) or longer than 10 minutes moves on to the next mirror; https_proxy and http_proxy "
+        "are honoured.",
+    )
+    _add_name(fetch)
+    add_data_arguments(fetch, dataset=False)
+    fetch.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        default=True,
+        help="do not show progress bars",
+    )
+    add_json_flag(
+        fetch,
+        "print the result as JSON: the dataset, its folder, and each file's name, size, SHA-256 "
+        "and whether it was downloaded or already present",
+    )
+    fetch.set_defaults(handler=run_fetch)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -152,11 +177,12 @@ def _dataset_status(name: str, data_dir: Path | None) -> dict[str, Any]:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from logloss._json import dumps
     from logloss.data import DATASETS
 
     rows = [_dataset_status(name, args.data_dir) for name in DATASETS]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(dumps(rows))
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -182,29 +208,59 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _file_records(info: Any, folder: Path, downloaded: set[str]) -> list[dict[str, Any]]:
+    """Name, size, SHA-256 (and whether it is the published one) and status of each file."""
+    from logloss.data import sha256_file
+
+    records = []
+    for file in info.all_files:
+        sha256 = sha256_file(folder / file.name)
+        records.append(
+            {
+                "name": file.name,
+                "bytes": (folder / file.name).stat().st_size,
+                "sha256": sha256,
+                "matches_published_sha256": sha256 == file.sha256,
+                "status": "downloaded" if file.name in downloaded else "present",
+            }
+        )
+    return records
+
+
 def run_fetch(args: argparse.Namespace) -> int:
+    from logloss._json import dumps
     from logloss.data import download_dataset, find_dataset, get_dataset
     from logloss.data.locations import download_root
 
     info = get_dataset(args.name)
     if info.bundled:
-        print(f"{args.name} ships with logloss: nothing to download")
+        if args.json:
+            print(dumps({"dataset": args.name, "folder": None, "status": "bundled", "files": []}))
+        else:
+            print(f"{args.name} ships with logloss: nothing to download")
         return 0
-    if args.data_dir is None:  # anywhere in the search path will do
-        found = find_dataset(args.name)
-        if found is not None:
-            print(f"{args.name} is already present ({found[0].source}): {found[1]}")
-            return 0
-    folder = download_root(args.data_dir) / args.name  # with --data-dir: that folder only
-    if all((folder / f.name).is_file() for f in info.all_files):
-        print(f"{args.name} is already present: {folder}")
-        return 0
-    download_dataset(args.name, args.data_dir, progress=args.progress)
-    print(f"{args.name}: all files downloaded and verified in {folder}")
+    found = find_dataset(args.name) if args.data_dir is None else None  # anywhere will do
+    # With --data-dir: that folder only.
+    folder = found[1] if found is not None else download_root(args.data_dir) / args.name
+    missing = {f.name for f in info.all_files if not (folder / f.name).is_file()}
+    if found is None:
+        download_dataset(args.name, args.data_dir, progress=args.progress)
+    if args.json:
+        files = _file_records(info, folder, missing)
+        status = "downloaded" if missing else "present"
+        print(
+            dumps({"dataset": args.name, "folder": str(folder), "status": status, "files": files})
+        )
+    elif missing:
+        print(f"{args.name}: all files downloaded and verified in {folder}")
+    else:
+        where = f" ({found[0].source})" if found is not None else ""
+        print(f"{args.name} is already present{where}: {folder}")
     return 0
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from logloss._json import dumps
     from logloss.data import get_dataset, load_dataset
     from logloss.data.render import image_to_text, save_png
 
@@ -228,7 +284,7 @@ def run_show(args: argparse.Namespace) -> int:
             "image": image.tolist(),
             "png": None if args.png is None else str(args.png),
         }
-        print(json.dumps(record))
+        print(dumps(record, indent=None))
         return 0
     print(image_to_text(image))
     caption = f"label: {label}" + ("" if name == str(label) else f" ({name})")

@@ -68,29 +68,39 @@ def _validated(
 
 
 def _not_found(
-    name: str, split: str, data_dir: str | os.PathLike[str] | None, reason: str
+    name: str, split: str, data_dir: str | os.PathLike[str] | None, failure: DataError | None
 ) -> DatasetNotFoundError:
+    """One line saying what is missing and what to do; ``details``: every place looked in, and
+    every download attempt when ``failure`` (the download's error) is given."""
     info = get_dataset(name)
     wanted = " and ".join(f.name for f in info.files[split])
-    lines = [f"dataset {name!r} ({split} split) not found: looked for {wanted} in"]
-    misplaced = []
+    places = [f"looked for {wanted} in:"]
+    misplaced = None  # a common slip: naming the dataset's own folder
     for location in search_path(data_dir):
         place = f"{location.root / name} (missing)" if location.root else "(not set)"
-        lines.append(f"  {location.source}: {place}")
+        places.append(f"  {location.source}: {place}")
         if location.root and (location.root / info.files[split][0].name).is_file():
-            misplaced.append(location.root)
-    lines.append(reason)
-    for root in misplaced:  # a common slip: naming the dataset's own folder
-        lines.append(
-            f"{root} itself holds the files: name the folder above it ({root.parent}), "
-            f"which must contain {name}/."
+            misplaced = misplaced or location.root
+    if failure is None:
+        problem = "not found (downloading was off)"
+    else:
+        problem = (
+            f"not found, and downloading into {download_root(data_dir) / name} failed: {failure}"
         )
-    lines.append(
-        f"To use local files, put the original .gz files in DIR/{name}/ and pass --data-dir DIR "
-        f"(data_dir=DIR in Python) or set {ENV_VAR}=DIR; to download them when online, run "
-        f"`logloss data fetch {name}`."
+    if misplaced is not None:
+        fix = f"{misplaced} itself holds the files: name the folder above it ({misplaced.parent})"
+    else:
+        fix = (
+            f"run `logloss data fetch {name}`, or put the original .gz files in DIR/{name}/ and "
+            f"pass --data-dir DIR (data_dir=DIR in Python) or set {ENV_VAR}=DIR"
+        )
+    if failure is not None and failure.details:
+        places.append(failure.details)
+    return DatasetNotFoundError(
+        f"dataset {name!r} ({split} split) {problem}; {fix} (--verbose, or .details in Python, "
+        "lists the places tried)",
+        details="\n".join(places),
     )
-    return DatasetNotFoundError("\n".join(lines))
 
 
 def load_dataset(
@@ -120,9 +130,10 @@ def load_dataset(
 
     Raises:
         ValueError: an unknown name or split.
-        DatasetNotFoundError: not found (and not downloaded); the message lists every place looked
-            in and how to point logloss at local files.
-        IDXFormatError: a file is corrupt or holds the wrong shapes.
+        DatasetNotFoundError: not found (and not downloaded); one line saying how to point logloss
+            at local files, its ``details`` every place looked in and every download attempt.
+        IDXFormatError: a file is corrupt, holds the wrong shapes, or is larger than the split's
+            published file (checked before it is decompressed).
 
     >>> images, labels = load_dataset("digits", "test")
     >>> images.shape, images.dtype, labels.shape, int(images.max())
@@ -136,15 +147,17 @@ def load_dataset(
     if found is not None:
         folder = found[1]
     elif not download:
-        raise _not_found(name, split, data_dir, "Downloading was not allowed (download=False).")
+        raise _not_found(name, split, data_dir, None)
     else:
         try:
             folder = download_dataset(name, data_dir, splits=(split,))
         except DataError as error:
-            reason = f"Downloading into {download_root(data_dir) / name} failed: {error}"
-            raise _not_found(name, split, data_dir, reason) from None
+            raise _not_found(name, split, data_dir, error) from None
     image_file, label_file = (folder / f.name for f in info.files[split])
-    return _validated(info, read_idx(image_file), read_idx(label_file), (image_file, label_file))
+    image_bytes, label_bytes = info.idx_sizes(split)  # no file of the split is larger
+    images = read_idx(image_file, max_bytes=image_bytes)
+    labels = read_idx(label_file, max_bytes=label_bytes)
+    return _validated(info, images, labels, (image_file, label_file))
 
 
 def split_train_validation(

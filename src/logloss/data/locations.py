@@ -75,10 +75,27 @@ def search_path(data_dir: str | os.PathLike[str] | None = None) -> list[DataLoca
 def find_dataset(
     name: str, split: str | None = None, data_dir: str | os.PathLike[str] | None = None
 ) -> tuple[DataLocation, Path] | None:
-    """The first place holding ``name``'s files for ``split`` (both splits when ``None``).
+    """Where dataset ``name`` is, or ``None``: the first place in the search path (``data_dir``,
+    then ``$LOGLOSS_DATA``, then the user cache) whose ``name/`` folder holds the files of
+    ``split`` (of both splits when ``None``).
+
+    The same search :func:`~logloss.data.load_dataset` makes, without downloading or creating
+    anything, and without reading the files (only their presence is checked); a test fixture can
+    use it to find MNIST the way the product does.
 
     Returns:
-        ``(location, folder)`` where ``folder`` is ``location.root / name``, or ``None``.
+        ``(location, folder)``: ``location.source`` is ``"--data-dir"``, ``"LOGLOSS_DATA"`` or
+        ``"user cache"``, ``location.root`` the data folder, ``folder`` is
+        ``location.root / name``; or ``None`` when no place holds the files.
+
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> (root / "mnist").mkdir()
+    >>> for file in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+    ...     _ = (root / "mnist" / file).write_bytes(b"")
+    >>> location, folder = find_dataset("mnist", "test", data_dir=root)
+    >>> location.source, location.root == root, folder == root / "mnist"
+    ('--data-dir', True, True)
     """
     info = get_dataset(name)
     splits = SPLITS if split is None else (split,)

@@ -7,10 +7,23 @@ md5 sums torchvision publishes.  Downloads are verified against them before use.
 
 from __future__ import annotations
 
+import os
+import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["DATASETS", "MIRRORS", "SPLITS", "DatasetInfo", "FileInfo", "get_dataset"]
+__all__ = [
+    "DATASETS",
+    "MIRRORS",
+    "MIRRORS_ENV_VAR",
+    "SPLITS",
+    "DatasetInfo",
+    "FileInfo",
+    "get_dataset",
+    "mirrors_for",
+    "parse_mirrors",
+]
 
 SPLITS = ("train", "test")
 
@@ -46,6 +59,18 @@ class DatasetInfo:
     def all_files(self) -> tuple[FileInfo, ...]:
         """Every file of every split, images before labels, train before test."""
         return tuple(f for split in SPLITS for f in self.files.get(split, ()))
+
+    def idx_sizes(self, split: str) -> tuple[int, int]:
+        """The decompressed sizes in bytes of the split's IDX files, images then labels:
+        ``16 + N * H * W`` and ``8 + N`` for N samples of H x W uint8 images (each header is 4
+        bytes plus 4 per dimension).  No file of the split may be larger.
+
+        >>> DATASETS["mnist"].idx_sizes("train")
+        (47040016, 60008)
+        """
+        samples = self.sizes[split]
+        height, width = self.image_shape
+        return 16 + samples * height * width, 8 + samples
 
 
 def _idx_files(checksums: Mapping[str, tuple[str, int]]) -> dict[str, tuple[FileInfo, FileInfo]]:
@@ -172,7 +197,7 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 # Base URLs tried in turn for each downloadable dataset; a file's URL is base + file name.
-# A module-level table so that tests (and users behind a proxy mirror) can replace it.
+# Replaced, without code, by $LOGLOSS_MIRRORS (see mirrors_for).
 MIRRORS: dict[str, list[str]] = {
     "mnist": [
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -201,3 +226,49 @@ def get_dataset(name: str) -> DatasetInfo:
     except (KeyError, TypeError):
         known = ", ".join(DATASETS)
         raise ValueError(f"unknown dataset {name!r}; choose one of: {known}") from None
+
+
+MIRRORS_ENV_VAR = "LOGLOSS_MIRRORS"
+
+
+def mirrors_for(name: str) -> list[str]:
+    """The base URLs to download ``name`` from: those of ``$LOGLOSS_MIRRORS`` when it is set
+    (see :func:`parse_mirrors`), else ``MIRRORS[name]``."""
+    return parse_mirrors(os.environ.get(MIRRORS_ENV_VAR, ""), name)
+
+
+def parse_mirrors(setting: str, name: str) -> list[str]:
+    """The base URLs a ``LOGLOSS_MIRRORS`` value names for dataset ``name``.
+
+    The value holds http(s) base URLs separated by spaces or commas, tried in order; ``{dataset}``
+    in a URL stands for the dataset's name, and the word ``default`` for the built-in mirrors
+    (``MIRRORS[name]``).  An empty value means the built-in mirrors.
+
+    Raises:
+        ValueError: an entry that is neither ``default`` nor an http(s) URL.
+
+    >>> parse_mirrors("https://mirror.example/{dataset}/ default", "kmnist")
+    ['https://mirror.example/kmnist/', 'https://codh.rois.ac.jp/kmnist/dataset/kmnist/', \
+'http://codh.rois.ac.jp/kmnist/dataset/kmnist/']
+    >>> parse_mirrors("", "mnist") == MIRRORS["mnist"]
+    True
+    """
+    built_in = list(MIRRORS.get(name, ()))
+    entries = [entry for entry in re.split(r"[\s,]+", setting) if entry]
+    if not entries:
+        return built_in
+    bases: list[str] = []
+    for entry in entries:
+        if entry == "default":
+            bases.extend(built_in)
+            continue
+        url = urllib.parse.urlsplit(entry)
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise ValueError(
+                f"{MIRRORS_ENV_VAR}: {entry!r} is not an http:// or https:// URL; set it to base "
+                "URLs separated by spaces, with {dataset} for the dataset's name and the word "
+                "default for the built-in mirrors, e.g. "
+                f"{MIRRORS_ENV_VAR}='https://mirror.example/{{dataset}}/ default'"
+            )
+        bases.append(entry.replace("{dataset}", name))
+    return bases
