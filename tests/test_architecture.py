@@ -178,6 +178,18 @@ def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+def explained(lines: list[str], number: int) -> bool:
+    """A comment on the import's line, or above the block of imports it belongs to."""
+    if "#" in lines[number - 1]:
+        return True
+    above = number - 2
+    while above >= 0 and re.match(r"\s*(from \S+ )?import |\s*[\w, ]+,?$|\s*\)$", lines[above]):
+        if "#" in lines[above]:
+            return True
+        above -= 1
+    return above >= 0 and lines[above].strip().startswith("#")
+
+
 def test_lazy_imports_say_why():
     """An import inside a function is there for start-up time or an optional dependency, and
     says so in a comment on its line or the line above it."""
@@ -188,11 +200,10 @@ def test_lazy_imports_say_why():
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
             for inner in ast.walk(node):
-                if isinstance(inner, (ast.Import, ast.ImportFrom)):
-                    here = lines[inner.lineno - 1]
-                    above = lines[inner.lineno - 2].strip() if inner.lineno > 1 else ""
-                    if "#" not in here and not above.startswith("#"):
-                        silent.append(f"{path.relative_to(PACKAGE.parent)}:{inner.lineno}")
+                if isinstance(inner, (ast.Import, ast.ImportFrom)) and not explained(
+                    lines, inner.lineno
+                ):
+                    silent.append(f"{path.relative_to(PACKAGE.parent)}:{inner.lineno}")
     assert silent == [], "lazy imports without a reason:\n" + "\n".join(sorted(set(silent)))
 
 

@@ -1,8 +1,8 @@
 """Dataset commands: ``logloss data list``, ``logloss data fetch``, ``logloss data show``.
 
 Also :func:`add_data_arguments`, which every command that reads a dataset uses to add the same
-``--data-dir DIR`` and ``--dataset NAME`` options.  The work is done by :mod:`logloss.data`,
-imported inside the handlers so that ``logloss --help`` stays fast (NumPy is not loaded).
+``--data-dir DIR`` and ``--dataset NAME`` options.  The work is done by :mod:`logloss.data`
+(NumPy only: ``logloss --help`` stays fast).
 ``--verbose`` (every command with ``--data-dir``) adds an error's details below its one line.
 """
 
@@ -13,32 +13,61 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from logloss._json import dumps
 from logloss.cli import CLIError, add_json_flag
-
-# Kept in step with logloss.data.registry (a test checks) so that building the parser does not
-# import NumPy.
-DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist", "digits")
-MIRRORS_ENV_VAR = "LOGLOSS_MIRRORS"
-SPLIT_NAMES = ("train", "test")
-
-DATA_DIR_HELP = (
-    "data folder holding one subfolder per dataset (mnist/, fashion-mnist/, kmnist/) with the "
-    "original .gz files; searched first, then $LOGLOSS_DATA, then the user cache "
-    "(~/.cache/logloss); downloads go here when given (default: none)"
+from logloss.data import (
+    DATASETS,
+    SPLITS,
+    download_dataset,
+    find_dataset,
+    get_dataset,
+    load_dataset,
+    sha256_file,
 )
+from logloss.data.locations import download_root
+from logloss.data.render import image_to_text, save_png
+
+DATASET_NAMES = tuple(DATASETS)
+MIRRORS_ENV_VAR = "LOGLOSS_MIRRORS"
+SPLIT_NAMES = SPLITS  # the files of a dataset: train and test
+
+def data_dir_help(*, downloads: bool) -> str:
+    """The help of ``--data-dir``: where datasets are looked for, and whether this command
+    downloads into it."""
+    where = (
+        "data folder holding one subfolder per dataset (mnist/, fashion-mnist/, kmnist/) with the "
+        "original .gz files; searched first, then $LOGLOSS_DATA, then the user cache "
+        "(~/.cache/logloss)"
+    )
+    if downloads:
+        return f"{where}; downloads go here when given (default: none)"
+    return f"{where}; this command never downloads: `logloss data fetch NAME` does (default: none)"
 
 
 def add_data_arguments(
-    parser: argparse.ArgumentParser, *, dataset: bool = True, default_dataset: str = "mnist"
+    parser: argparse.ArgumentParser,
+    *,
+    dataset: bool = True,
+    default_dataset: str = "mnist",
+    datasets: tuple[str, ...] = DATASET_NAMES,
+    downloads: bool = True,
 ) -> None:
     """Add the standard ``--data-dir DIR``, ``--verbose`` (and ``--dataset NAME``) options.
 
     Parsed values: ``args.data_dir`` (``Path`` or ``None``), ``args.verbose`` and ``args.dataset``
     (a name); pass them on as ``load_dataset(args.dataset, split, data_dir=args.data_dir)``.  With
     ``--verbose``, ``logloss`` prints an error's ``details`` (every place a dataset was looked
-    for, every download attempt) below its one-line message.
+    for, every download attempt) below its one-line message.  ``datasets`` are the choices this
+    command accepts and ``downloads`` whether it may download: the help says what the command
+    really does.
     """
-    parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR", help=DATA_DIR_HELP)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=data_dir_help(downloads=downloads),
+    )
     parser.add_argument(
         "--verbose",
         action="store_true",
@@ -46,13 +75,13 @@ def add_data_arguments(
         help="on a data error, also list every place looked in and every download attempt",
     )
     if dataset:
+        bundled = " (digits is bundled and works offline)" if "digits" in datasets else ""
         parser.add_argument(
             "--dataset",
-            choices=DATASET_NAMES,
+            choices=datasets,
             default=default_dataset,
             metavar="NAME",
-            help=f"dataset: {', '.join(DATASET_NAMES)} (digits is bundled and works offline) "
-            f"(default: {default_dataset})",
+            help=f"dataset: {', '.join(datasets)}{bundled} (default: {default_dataset})",
         )
 
 
@@ -79,7 +108,7 @@ def register(subparsers: Any) -> None:
         description="For each dataset: its size, and the place it was found in (or where "
         "`logloss data fetch` would download it).",
     )
-    add_data_arguments(listing, dataset=False)
+    add_data_arguments(listing, dataset=False, downloads=False)
     add_json_flag(listing)
     listing.set_defaults(handler=run_list)
 
@@ -151,8 +180,6 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _dataset_status(name: str, data_dir: Path | None) -> dict[str, Any]:
-    from logloss.data import SPLITS, find_dataset, get_dataset
-    from logloss.data.locations import download_root
 
     info = get_dataset(name)
     status: dict[str, Any] = {
@@ -177,14 +204,12 @@ def _dataset_status(name: str, data_dir: Path | None) -> dict[str, Any]:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from logloss._json import dumps
-    from logloss.data import DATASETS
 
     rows = [_dataset_status(name, args.data_dir) for name in DATASETS]
     if args.json:
         print(dumps(rows))
         return 0
-    from rich.console import Console
+    from rich.console import Console  # rich: only for the table
     from rich.table import Table
 
     table = Table(title="datasets (searched: --data-dir, $LOGLOSS_DATA, user cache)")
@@ -210,7 +235,6 @@ def run_list(args: argparse.Namespace) -> int:
 
 def _file_records(info: Any, folder: Path, downloaded: set[str]) -> list[dict[str, Any]]:
     """Name, size, SHA-256 (and whether it is the published one) and status of each file."""
-    from logloss.data import sha256_file
 
     records = []
     for file in info.all_files:
@@ -228,9 +252,6 @@ def _file_records(info: Any, folder: Path, downloaded: set[str]) -> list[dict[st
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    from logloss._json import dumps
-    from logloss.data import download_dataset, find_dataset, get_dataset
-    from logloss.data.locations import download_root
 
     info = get_dataset(args.name)
     if info.bundled:
@@ -260,9 +281,6 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from logloss._json import dumps
-    from logloss.data import get_dataset, load_dataset
-    from logloss.data.render import image_to_text, save_png
 
     images, labels = load_dataset(args.name, args.split, data_dir=args.data_dir)
     if not 0 <= args.index < len(labels):

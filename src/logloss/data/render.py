@@ -71,7 +71,7 @@ def png_bytes(image: np.ndarray, *, scale: int = 1, invert: bool = False) -> byt
     image = _check_image(image)
     if isinstance(scale, bool) or not isinstance(scale, int) or not 1 <= scale <= 64:
         raise ValueError(f"scale must be an integer from 1 to 64, got {scale!r}")
-    from PIL import Image
+    from PIL import Image  # Pillow: only when a PNG is written
 
     if invert:
         image = 255 - image  # uint8 stays uint8: 255 - v never wraps
