@@ -207,7 +207,9 @@ def test_an_oversized_checkpoint_json_is_refused_unread(finished_run, tmp_path):
     folder = copy_run(finished_run, tmp_path / "run")
     with (folder / rf.METADATA_FILE).open("r+b") as file:
         file.truncate(rf.MAX_METADATA_BYTES + 1)  # sparse: a megabyte of zeros
-    with pytest.raises(ValueError, match="1,048,577 bytes, more than 1,048,576"):
+    with pytest.raises(
+        ValueError, match=r"checkpoint\.json is damaged: 1,048,577 bytes, more than the 1,048,576"
+    ):
         load_checkpoint(folder)
 
 
@@ -429,6 +431,23 @@ def test_a_damaged_resume_state_is_refused(paused_run, tmp_path, name, change, m
     folder = _damage_resume(paused_run, tmp_path / name, change)
     path = folder / rf.RESUME_FILE
     with pytest.raises(ValueError, match=rf"{path} is damaged: .*{message}.*start a new run"):
+        saved_state(PAUSED_CONFIG, folder)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m.pop("sizes"), "it has no 'sizes' entry"),
+        (lambda m: m["sizes"].pop("train"), "sizes has no training set size"),
+        (lambda m: m["architecture"].update(hidden=[8]), "is not that of its config"),
+    ],
+)
+def test_resume_needs_a_consistent_checkpoint_json(paused_run, tmp_path, change, message):
+    """issue 13, item 5: the sizes and the architecture the state is checked against come from
+    checkpoint.json: they must be there and agree with its options."""
+    folder = copy_run(paused_run, tmp_path / "run")
+    edit_metadata(folder, change)
+    with pytest.raises(ValueError, match=rf"checkpoint\.json is damaged: .*{message}"):
         saved_state(PAUSED_CONFIG, folder)
 
 

@@ -100,7 +100,8 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(
-                f"unknown training option(s) {unknown}; known options: {', '.join(sorted(known))}"
+                f"unknown training option(s) {unknown[:10]}{' ...' if len(unknown) > 10 else ''}; "
+                f"known options: {', '.join(sorted(known))}"
             )
         return cls(**data)
 

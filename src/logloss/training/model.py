@@ -111,7 +111,8 @@ class Architecture:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(
-                f"unknown architecture field(s) {unknown}; expected only {sorted(known)}"
+                f"unknown architecture field(s) {unknown[:10]}"
+                f"{' ...' if len(unknown) > 10 else ''}; expected only {sorted(known)}"
             )
         return cls(**data)
 

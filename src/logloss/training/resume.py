@@ -121,20 +121,30 @@ def saved_state(config: TrainConfig, out_dir: Path) -> dict[str, Any]:
             f"the run in {out_dir} is complete (status: {status}): nothing to resume; "
             "start a new run with another --out folder"
         )
-    run_folder.require_fields(
-        metadata, out_dir / run_folder.METADATA_FILE, ("architecture", "sizes")
-    )
-    architecture = Architecture.from_dict(metadata["architecture"])
-    train_size = metadata["sizes"].get("train")
-    if not is_integer(train_size) or train_size < 1:
-        raise ValueError(
-            f"{out_dir / run_folder.METADATA_FILE} is damaged: sizes has no training set size; "
-            "the run cannot be resumed: start a new run with another --out"
-        )
+    architecture, train_size = _run_shape(metadata, config, out_dir / run_folder.METADATA_FILE)
     path = out_dir / run_folder.RESUME_FILE
     saved = run_folder.load_state(path, resume_limits(config, architecture, train_size))
     validate_resume_state(saved, config, architecture, train_size, path)
     return saved
+
+
+def _run_shape(metadata: Mapping, config: TrainConfig, path: Path) -> tuple[Architecture, int]:
+    """The run's architecture (that of ``config``) and training set size, from its
+    ``checkpoint.json`` (already validated)."""
+    run_folder.require_fields(metadata, path, ("architecture", "sizes"))
+    architecture = Architecture.from_dict(metadata["architecture"])
+    train_size = metadata["sizes"].get("train")
+    problem = None
+    if not is_integer(train_size) or train_size < 1:
+        problem = "sizes has no training set size"
+    elif (config.hidden, config.dropout) != (architecture.hidden, architecture.dropout):
+        problem = f"its architecture {architecture.to_dict()} is not that of its config"
+    if problem:
+        raise ValueError(
+            f"{path} is damaged: {problem}; the run cannot be resumed: start a new run with "
+            "another --out"
+        )
+    return architecture, train_size
 
 
 def resume_limits(config: TrainConfig, architecture: Architecture, train_size: int) -> Limits:
@@ -165,13 +175,14 @@ def check_resumable(saved: Mapping[str, Any], config: TrainConfig, out_dir: Path
 def validate_resume_state(
     saved: Any, config: TrainConfig, architecture: Architecture, train_size: int, path: Path
 ) -> None:
-    """Check a whole resume state against the run's options before any of it is used.
+    """Check a whole resume state against the run's options before any of it is used
+    (``architecture``: the options' network, for the run's data; ``train_size``: its samples).
 
     Rules: a JSON object with every key of :data:`REQUIRED_KEYS`; ``config`` valid and equal to
-    ``config`` (device aside); the architecture that of ``config``; ``0 <= epoch <= epochs``; at
-    an epoch boundary ``permutation`` and ``running`` are null and ``step`` 0, mid-epoch
-    ``1 <= step < steps per epoch``, ``permutation`` a shuffle of the ``train_size`` samples
-    and ``running`` the sums of ``step`` full batches; one record per finished epoch, numbered
+    ``config`` (device aside); ``0 <= epoch <= epochs``; at an epoch boundary ``permutation``
+    and ``running`` null and ``step`` 0, mid-epoch ``1 <= step < steps per epoch``,
+    ``permutation`` a shuffle of the ``train_size`` samples and ``running`` the sums of
+    ``step`` full batches; one record per finished epoch, numbered
     from 1, ``best_epoch`` among them and ``best_accuracy`` its validation accuracy; ``model``
     the architecture's float32 tensors; the optimiser's settings those of the options and its
     state one entry per parameter once a step is done (Adam's step count = steps done); the
@@ -184,12 +195,10 @@ def validate_resume_state(
     _check_keys(saved, path)
     try:
         TrainConfig.from_dict(_mapping("config", saved["config"]))
-    except ValueError as error:
+    except (TypeError, ValueError) as error:
         raise _damaged(path, error) from None
     check_resumable(saved["config"], config, path.parent)
     try:
-        if (config.hidden, config.dropout) != (architecture.hidden, architecture.dropout):
-            raise ValueError(f"{run_folder.METADATA_FILE}'s architecture is not the options'")
         steps = steps_per_epoch(train_size, config.batch_size)
         done = _check_position(saved, config, steps, train_size)
         _check_history(saved)

@@ -255,9 +255,12 @@ def read_metadata(directory: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(directory) / METADATA_FILE
     if not path.is_file():
         raise ValueError(_no_metadata_message(Path(directory)))
+    if path.stat().st_size > MAX_METADATA_BYTES:
+        raise ValueError(
+            f"{path} is damaged: {path.stat().st_size:,} bytes, more than the "
+            f"{MAX_METADATA_BYTES:,} a checkpoint.json takes; restore it from a copy or train again"
+        )
     try:
-        if path.stat().st_size > MAX_METADATA_BYTES:
-            raise ValueError(f"{path.stat().st_size:,} bytes, more than {MAX_METADATA_BYTES:,}")
         text = path.read_text(encoding="utf-8")
         metadata = loads_limited(text, max_chars=MAX_METADATA_BYTES, max_depth=MAX_JSON_DEPTH)
     except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
@@ -304,10 +307,11 @@ def validate_metadata(metadata: Any, path: Path) -> None:
     for name, check in _FIELD_CHECKS.items():
         if name in metadata:
             _check_field(path, name, check, metadata[name])
-    if "architecture" in metadata and "classes" in metadata:
-        classes = Architecture.from_dict(metadata["architecture"]).num_classes
+    if "classes" in metadata:
+        known = "architecture" in metadata
+        count = Architecture.from_dict(metadata["architecture"]).num_classes if known else None
         _check_field(
-            path, "classes", lambda names: _check_classes(names, classes), metadata["classes"]
+            path, "classes", lambda names: _check_classes(names, count), metadata["classes"]
         )
 
 
@@ -361,13 +365,14 @@ def _check_normalization(value: Any) -> None:
             raise ValueError(f"{key} must be {rule}, got {number!r}")
 
 
-def _check_classes(value: Any, count: int) -> None:
-    """One short name (a string or an integer) per class."""
+def _check_classes(value: Any, count: int | None) -> None:
+    """One short name (a string or an integer) per class (``count`` of them, when known)."""
     names_ok = isinstance(value, list) and all(
         (isinstance(c, str) and len(c) <= 100) or is_integer(c) for c in value
     )
-    if not names_ok or len(value) != count:
-        raise ValueError(f"must list {count} names, one per class, got {str(value)[:80]}")
+    if not names_ok or len(value) != (len(value) if count is None else count):
+        wanted = "names" if count is None else f"{count} names, one per class"
+        raise ValueError(f"must list {wanted}, got {str(value)[:80]}")
 
 
 def _check_status(value: Any) -> None:
