@@ -15,11 +15,14 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 import logloss._atomic
@@ -468,6 +471,59 @@ def test_a_resume_state_that_is_not_an_object_is_refused(paused_run, tmp_path, h
     folder = _header_resume(paused_run, tmp_path / "run", header)
     with pytest.raises(ValueError, match=rf"resume\.safetensors {message}"):
         saved_state(PAUSED_CONFIG, folder)
+
+
+HOSTILE = [None, [], {}, "1", "NaN", 10**30, -1, True, 2.5, [[[]]], {"a": 1}]
+HOSTILE_TENSORS = [torch.zeros(3), torch.zeros((), dtype=torch.int64), torch.tensor(float("nan"))]
+
+
+def _paths(value, prefix=()):
+    """Every place in a nested state of dicts and lists (tensors and tuples are leaves)."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _paths(item, (*prefix, index))
+
+
+def _put(state, path, value):
+    for key in path[:-1]:
+        state = state[key]
+    state[path[-1]] = value
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_no_change_to_a_resume_state_gives_a_traceback(paused_run, data):
+    """issue 13, item 5: any value (JSON or tensor) anywhere in the state is used as saved or
+    refused with a ValueError, never another exception."""
+    state = rf.load_state(paused_run / rf.RESUME_FILE)
+    path = data.draw(st.sampled_from(list(_paths(state))[1:]), label="path")
+    value = data.draw(st.sampled_from(HOSTILE + HOSTILE_TENSORS), label="value")
+    _put(state, path, value)
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = copy_run(paused_run, Path(temporary) / "run")
+        rf.save_state(folder / rf.RESUME_FILE, state)
+        with contextlib.suppress(ValueError):
+            saved_state(PAUSED_CONFIG, folder)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_no_change_to_checkpoint_json_gives_a_traceback(finished_run, data):
+    """issue 13, item 3: any value anywhere in checkpoint.json is accepted or refused with a
+    ValueError, by every reader."""
+    metadata = json.loads((finished_run / rf.METADATA_FILE).read_text())
+    path = data.draw(st.sampled_from(list(_paths(metadata))[1:]), label="path")
+    _put(metadata, path, data.draw(st.sampled_from(HOSTILE), label="value"))
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = copy_run(finished_run, Path(temporary) / "run")
+        (folder / rf.METADATA_FILE).write_text(json.dumps(metadata))
+        for read in (load_checkpoint, rf.read_metrics, lambda f: saved_state(PAUSED_CONFIG, f)):
+            with contextlib.suppress(ValueError):
+                read(folder)
 
 
 def test_train_resume_prints_one_line_for_a_damaged_state(paused_run, tmp_path, capsys):

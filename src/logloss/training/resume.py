@@ -357,9 +357,22 @@ def _check_optimizer(
         for key, value in expected.items():
             if key in _SCHEDULED:
                 _same_numbers(f"optimizer {key}", group[key], value)
-            elif group[key] != value:
+            elif not _same(group[key], value):
                 raise ValueError(f"optimizer {key} is {_short(group[key])}, not {value!r}")
     _check_optimizer_state(saved["state"], fresh, shapes, steps_done)
+
+
+def _same(value: Any, expected: Any) -> bool:
+    """``value == expected`` for JSON values of the same types throughout (so a tensor, or a
+    bool where a number belongs, is never equal, and nothing asks a tensor for its truth)."""
+    if type(value) is not type(expected):
+        return False
+    if isinstance(expected, dict):
+        return value.keys() == expected.keys() and all(_same(value[k], expected[k]) for k in value)
+    if isinstance(expected, (list, tuple)):
+        pairs = zip(value, expected, strict=False)
+        return len(value) == len(expected) and all(_same(a, b) for a, b in pairs)
+    return value == expected
 
 
 def _same_numbers(name: str, value: Any, like: Any) -> None:
@@ -413,7 +426,7 @@ def _check_scheduler(saved: Any, fresh: Mapping | None, steps_done: int) -> None
             if not isinstance(saved[key], list):
                 raise ValueError(f"scheduler _last_lr must be a list, got {_short(saved[key])}")
             _same_numbers("scheduler _last_lr", tuple(saved[key]), tuple(value))
-        elif saved[key] != position.get(key, value):
+        elif not _same(saved[key], position.get(key, value)):
             raise ValueError(
                 f"scheduler {key} is {_short(saved[key])}, not {position.get(key, value)!r}"
             )
