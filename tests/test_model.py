@@ -64,10 +64,19 @@ def test_architecture_round_trips_through_json_dict():
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"hidden": (0,)}, "hidden layer widths must be at least 1"),
+        ({"hidden": (0,)}, "hidden layer widths must be whole numbers from 1 to 16,384"),
         ({"num_classes": 1}, "num_classes must be at least 2"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
         ({"input_shape": (0, 28)}, "input_shape must be positive"),
+        # issue 13, item 3: types are checked, never rounded or overflowed
+        ({"hidden": (256.7,)}, r"whole numbers from 1 to 16,384, got \[256.7\]"),
+        ({"hidden": (float("inf"), 256)}, r"whole numbers .* got \[inf, 256\]"),
+        ({"hidden": (True,)}, "whole numbers"),
+        ({"hidden": "256"}, "hidden must be a list of 0 to 16 layer widths"),
+        ({"num_classes": 10.0}, "num_classes must be at least 2 and at most 1000, got 10.0"),
+        ({"dropout": "0.1"}, r"dropout must be a number in \[0, 1\), got '0.1'"),
+        ({"dropout": float("nan")}, r"dropout must be in \[0, 1\)"),
+        ({"input_shape": (28.0, 28)}, "input_shape must be positive sizes"),
     ],
 )
 def test_bad_architectures_are_rejected(changes, message):

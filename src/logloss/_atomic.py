@@ -38,19 +38,47 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     try:
         with open(descriptor, "wb") as handle:
             yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
+            with naming_errors(target):
+                handle.flush()
+                os.fsync(handle.fileno())
+        with naming_errors(target):
+            os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
 
 
+@contextlib.contextmanager
+def naming_errors(target: str | os.PathLike[str]) -> Iterator[None]:
+    """Re-raise an ``OSError`` of the body (a write, a flush, ``fsync``, a rename: they name no
+    file, or only our temporary one) as the same kind of error naming ``target``, so that a full
+    disk says which file it stopped.
+
+    >>> with naming_errors("run/x.json"):
+    ...     raise OSError(28, "No space left on device")
+    Traceback (most recent call last):
+    OSError: [Errno 28] No space left on device (the file was not changed): 'run/x.json'
+    """
+    try:
+        yield
+    except OSError as error:
+        if not error.errno or error.filename == str(target):
+            raise
+        reason = error.strerror or str(error)
+        if error.errno == errno.ENOSPC:
+            reason += " (the file was not changed)"
+        raise type(error)(error.errno, reason, str(target)) from None
+
+
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` all at once or not at all, creating its folder if needed."""
+    """Write ``data`` to ``path`` all at once or not at all, creating its folder if needed.
+
+    Raises:
+        OSError: naming ``path`` (a full disk: ``errno.ENOSPC``); the old file is left intact.
+    """
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as handle:
+    with atomic_write(path) as handle, naming_errors(path):
         handle.write(data)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -71,3 +72,42 @@ def restore_non_finite(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: restore_non_finite(v) for k, v in value.items()}
     return value
+
+
+# A JSON string literal: the quotes, then anything but a quote or backslash, or an escape pair.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def nesting_depth(text: str) -> int:
+    """How deep the arrays and objects of JSON ``text`` nest, without parsing it.
+
+    Brackets inside string literals are ignored; the depth is the maximum over the text of
+    (opening brackets so far) - (closing brackets so far).  Linear time, no recursion: it is safe
+    on text nested far beyond what :func:`json.loads` survives.
+
+    >>> nesting_depth('{"a": [1, {"b": "[[["}]}'), nesting_depth("3")
+    (3, 0)
+    """
+    outside = _STRING.sub("", text).encode("utf-8")
+    codes = np.frombuffer(outside, dtype=np.uint8)
+    brackets = codes[np.isin(codes, np.frombuffer(b"[]{}", dtype=np.uint8))]
+    steps = np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1)
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def loads_limited(text: str, *, max_chars: int, max_depth: int) -> Any:
+    """Parse JSON ``text`` after checking, cheaply, that it is not too long or too deep.
+
+    Raises:
+        ValueError: more than ``max_chars`` characters, nesting deeper than ``max_depth``, or not
+            JSON (:class:`json.JSONDecodeError`); never ``RecursionError``.
+
+    >>> loads_limited('{"a": [1]}', max_chars=100, max_depth=2)
+    {'a': [1]}
+    """
+    if len(text) > max_chars:
+        raise ValueError(f"{len(text):,} characters of JSON, more than the {max_chars:,} allowed")
+    depth = nesting_depth(text)
+    if depth > max_depth:
+        raise ValueError(f"JSON nested {depth:,} deep, deeper than the {max_depth} allowed")
+    return json.loads(text)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,18 @@ import torch
 from logloss.training.config import TrainConfig
 from logloss.training.devices import pick_device
 from logloss.training.evaluation import Score, evaluate_model
-from logloss.training.model import Architecture, DenseNet, check_state_dict
-from logloss.training.run_folder import METADATA_FILE, WEIGHT_FILES, load_weights, read_metadata
+from logloss.training.model import Architecture, DenseNet
+from logloss.training.run_folder import (
+    METADATA_FILE,
+    WEIGHT_FILES,
+    load_weights,
+    read_metadata,
+    require_fields,
+)
 from logloss.training.splits import Normalization
+
+# what checkpoint.json must hold for a model to be loaded (each is validated by read_metadata)
+REQUIRED_FIELDS = ("architecture", "config", "normalization", "classes")
 
 
 @dataclass
@@ -95,6 +103,11 @@ def load_checkpoint(
 ) -> Checkpoint:
     """Load the ``which`` weights of a run directory into a fresh model (eval mode).
 
+    Everything is checked before it is used (see docs/training.md, "What is validated"):
+    ``checkpoint.json`` (size, depth, every field), then the weights file's header against the
+    architecture (names, shapes, float32) before its tensors are read, its SHA-256 when
+    ``checkpoint.json`` records one, and its values (no NaN, no infinity).
+
     Args:
         directory: the ``--out`` folder of a ``logloss train`` run.
         which: ``"best"`` (best validation accuracy), ``"last"`` or ``"initial"`` (untrained).
@@ -108,60 +121,25 @@ def load_checkpoint(
         raise ValueError(f"which must be one of {sorted(WEIGHT_FILES)}, got {which!r}")
     directory = Path(directory)
     metadata = read_metadata(directory)
-    architecture, config = _read_run_description(directory / METADATA_FILE, metadata)
+    require_fields(metadata, directory / METADATA_FILE, REQUIRED_FIELDS)
+    architecture = Architecture.from_dict(metadata["architecture"])
     path = directory / WEIGHT_FILES[which]
     if not path.is_file():
         raise ValueError(
             f"{path} does not exist: the run has no {which!r} weights yet (an epoch saves "
             "'last' and 'best'); choose another with which=/--which"
         )
-    state, info = load_weights(path)
-    if info.get("architecture", architecture.to_dict()) != architecture.to_dict():
-        raise ValueError(
-            f"{path} was saved for architecture {info.get('architecture')}, but "
-            f"{METADATA_FILE} describes {architecture.to_dict()}: the folder mixes two runs"
-        )
+    digest = metadata.get("sha256", {}).get(path.name)  # None in checkpoints before hashes
+    state, _ = load_weights(path, architecture=architecture, sha256=digest)
     model = DenseNet(architecture)
-    check_state_dict(model, state, str(path))
     model.load_state_dict(state)
     target = pick_device(str(device)) if not isinstance(device, torch.device) else device
     model.to(target).eval()
     return Checkpoint(
         model=model,
-        config=config,
+        config=TrainConfig.from_dict(metadata["config"]),
         metadata=metadata,
         directory=directory,
         which=which,
         device=target,
     )
-
-
-def _read_run_description(
-    path: Path, metadata: Mapping[str, Any]
-) -> tuple[Architecture, TrainConfig]:
-    """``(Architecture, TrainConfig)`` of a ``checkpoint.json``; normalisation, classes checked.
-
-    Raises:
-        ValueError: ``path is damaged: ...`` when an entry is missing or malformed.
-    """
-    try:
-        architecture = Architecture.from_dict(metadata["architecture"])
-        config = TrainConfig.from_dict(metadata["config"])
-        normalization = Normalization(**metadata["normalization"])
-        classes = metadata["classes"]
-        numbers_ok = all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in normalization
-        )
-        if not numbers_ok or not normalization.std > 0:
-            raise ValueError(f"normalization must be numbers with std > 0, got {normalization}")
-        if not isinstance(classes, list) or len(classes) != architecture.num_classes:
-            raise ValueError(f"classes must list {architecture.num_classes} names, got {classes!r}")
-    except KeyError as error:
-        raise ValueError(
-            f"{path} is damaged: it has no {error} entry; restore it from a copy or train again"
-        ) from None
-    except (TypeError, ValueError, AttributeError) as error:
-        raise ValueError(
-            f"{path} is damaged: {error}; restore it from a copy or train again"
-        ) from None
-    return architecture, config

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,11 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("onecycle", "cosine", "constant")
 LOSSES = ("logloss", "torch", "fused")
 DEFAULT_VALIDATION_FRACTION = 1 / 12  # 5,000 of MNIST's 60,000 training images
+# Caps for a dense network of the MNIST family (see docs/training.md, "What is validated"):
+# checked before anything is allocated, for a command line and for a checkpoint.json alike.
+MAX_HIDDEN_WIDTH = 16_384  # units in one hidden layer (the best preset uses 1,024)
+MAX_HIDDEN_LAYERS = 16
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes at most 64 bits
 
 
 # --- configuration ----------------------------------------------------------------------------
@@ -56,16 +62,12 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        hidden = self.hidden
-        if isinstance(hidden, str):
-            hidden = parse_hidden(hidden)
-        object.__setattr__(self, "hidden", tuple(int(h) for h in hidden))
+        hidden = parse_hidden(self.hidden) if isinstance(self.hidden, str) else self.hidden
+        object.__setattr__(self, "hidden", check_hidden(hidden, at_least=1))
         _check_int("epochs", self.epochs, 1)
         _check_int("batch_size", self.batch_size, 1)
         _check_validation_size(self.validation_size)
-        _check_int("seed", self.seed, 0)
-        if not self.hidden or any(h < 1 for h in self.hidden):
-            raise ValueError(f"hidden must be one or more positive widths, got {self.hidden}")
+        _check_int("seed", self.seed, 0, MAX_SEED)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("loss", self.loss, LOSSES)
@@ -98,7 +100,8 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(
-                f"unknown training option(s) {unknown}; known options: {', '.join(sorted(known))}"
+                f"unknown training option(s) {unknown[:10]}{' ...' if len(unknown) > 10 else ''}; "
+                f"known options: {', '.join(sorted(known))}"
             )
         return cls(**data)
 
@@ -145,9 +148,43 @@ def parse_hidden(text: str) -> tuple[int, ...]:
     return widths
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def check_hidden(widths: Any, *, at_least: int = 0) -> tuple[int, ...]:
+    """Hidden layer widths as a tuple of ints, each in [1, MAX_HIDDEN_WIDTH], at most
+    MAX_HIDDEN_LAYERS of them (and ``at_least``); a float, a bool or a string is refused, never
+    rounded.
+
+    >>> check_hidden([256, 128])
+    (256, 128)
+    """
+    if not isinstance(widths, (list, tuple)) or not at_least <= len(widths) <= MAX_HIDDEN_LAYERS:
+        raise ValueError(
+            f"hidden must be a list of {at_least} to {MAX_HIDDEN_LAYERS} layer widths, got "
+            f"{_short(widths)}"
+        )
+    for width in widths:
+        if not is_integer(width) or not 1 <= width <= MAX_HIDDEN_WIDTH:
+            raise ValueError(
+                f"hidden layer widths must be whole numbers from 1 to {MAX_HIDDEN_WIDTH:,}, got "
+                f"{_short(list(widths))}"
+            )
+    return tuple(int(width) for width in widths)
+
+
+def is_integer(value: Any) -> bool:
+    """An int (NumPy's too), not a bool and not a float such as 256.0."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to 80 characters for an error message."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_int(name: str, value: Any, minimum: int, maximum: float = math.inf) -> None:
+    if not is_integer(value) or not minimum <= value <= maximum:
+        upper = f" and <= {maximum}" if math.isfinite(maximum) else ""
+        raise ValueError(f"{name} must be an integer >= {minimum}{upper}, got {_short(value)}")
 
 
 def _check_validation_size(value: Any) -> None:

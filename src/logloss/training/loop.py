@@ -60,7 +60,7 @@ def train(
         config: the options; with ``resume``, they must equal the saved run's (device aside).
         out_dir: the run folder (see :mod:`logloss.training.run_folder` for its files). A new
             run creates it if missing and refuses one that already holds a run (a
-            ``checkpoint.json`` or ``resume.safetensors``); other files in it are left alone.
+            ``checkpoint.json``); other files in it are left alone.
         data_dir: where to find the dataset (see :func:`logloss.data.load_dataset`).
         resume: continue the run saved in ``out_dir``.
         reporter: receives progress events (default: silent).
@@ -202,6 +202,7 @@ class Run:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._save_weights("initial")
         self._save_resume_state()
+        # Last: until checkpoint.json exists, the folder holds no run and a new one may start.
         run_folder.write_metadata(self.out_dir, self.metadata)
 
     def _warn_if_confident_start(self) -> None:
@@ -357,6 +358,7 @@ class Run:
             state.best_accuracy, self.history.best_epoch = validation.accuracy, epoch + 1
             self._save_weights("best")
         self._save_weights("last")
+        run_folder.write_metadata(self.out_dir, self.metadata)  # their hashes, before moving on
         state.epoch, state.step, state.permutation, state.running = epoch + 1, 0, None, None
         self._save_resume_state()
         records = [dataclasses.asdict(r) for r in self.history.records]
@@ -366,8 +368,10 @@ class Run:
     # --- saving --------------------------------------------------------------------------------
 
     def _save_weights(self, which: str) -> None:
-        path = self.out_dir / run_folder.WEIGHT_FILES[which]
-        run_folder.save_weights(path, self.model, self.weights_info)
+        """Save the weights; their SHA-256 goes into ``checkpoint.json`` when it is next written."""
+        name = run_folder.WEIGHT_FILES[which]
+        digest = run_folder.save_weights(self.out_dir / name, self.model, self.weights_info)
+        self.metadata.setdefault("sha256", {})[name] = digest
 
     def resume_state(self) -> dict[str, Any]:
         """Everything needed to continue exactly at (state.epoch, state.step)."""

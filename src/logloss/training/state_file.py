@@ -3,24 +3,56 @@
 Tensors go into safetensors; the rest of a state (numbers, strings, nested dicts, tuples) goes into
 the safetensors header's metadata as JSON under the key ``"logloss"``.  A damaged or foreign file is
 a ``ValueError`` naming the file, never a traceback from the JSON or safetensors reader.
+
+Reading is bounded before anything is allocated: the header's length (its first 8 bytes) and the
+tensors' sizes (from the header) are checked against :class:`Limits`, the JSON's depth is checked
+before it is parsed, and tensors are read through ``safe_open`` (memory-mapped), one at a time,
+so a huge or sparse file costs no more memory than the tensors that pass the checks.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors_bytes
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_safetensors_bytes
 
 from logloss._atomic import write_bytes_atomic
+from logloss._json import loads_limited
 
 HEADER_KEY = "logloss"  # safetensors metadata key holding this file's JSON
+# bytes per element of each safetensors dtype; a file with any other dtype is refused
+DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "I32": 4, "I64": 8, "F16": 2, "BF16": 2}
+DTYPE_BYTES |= {"F32": 4, "F64": 8}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a safetensors file may hold before it is read: header bytes (the JSON that describes
+    the tensors, with the ``"logloss"`` metadata), JSON depth, and bytes of tensors."""
+
+    header_bytes: int = 16 * 2**20
+    json_depth: int = 32
+    tensor_bytes: int = 2 * 2**30
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A tensor as a safetensors header describes it: dtype (``"F32"``, ``"I64"``...), shape."""
+
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return DTYPE_BYTES[self.dtype] * math.prod(self.shape)
 
 
 def split_tensors(state: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor]]:
@@ -85,43 +117,97 @@ def save_state(path: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
     write_bytes_atomic(path, save_safetensors_bytes(tensors, metadata=header))
 
 
-def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a state written by :func:`save_state` (tensors on the CPU)."""
-    tensors, header = read_safetensors(path, "checkpoint")
-    if HEADER_KEY not in header:
-        raise ValueError(f"{path} was not written by logloss (no {HEADER_KEY!r} metadata)")
-    try:
-        return join_tensors(json.loads(header[HEADER_KEY]), tensors)
-    except (ValueError, TypeError, KeyError, AttributeError) as error:  # JSONDecodeError too
-        raise ValueError(
-            f"{path} is damaged: its {HEADER_KEY!r} metadata does not describe a saved state "
-            f"({error}); the run cannot be resumed from it: start a new run with another --out "
-            "(its best/last weights may still load)"
-        ) from None
+def load_state(path: str | os.PathLike[str], limits: Limits | None = None) -> Any:
+    """Read a state written by :func:`save_state` (tensors on the CPU), within ``limits``.
 
-
-def read_safetensors(path: str | os.PathLike[str], what: str) -> tuple[dict, dict[str, str]]:
-    """``(tensors on the CPU, the header's __metadata__)`` of a safetensors file.
+    Returns what was saved (a dict for every state logloss writes; its contents are the
+    caller's to check).
 
     Raises:
-        ValueError: no such file, or not a readable safetensors file (named as ``what``).
+        ValueError: no such file, not safetensors, over the limits, or a ``"logloss"`` metadata
+            that does not describe a state.
+    """
+    limits = limits or Limits()
+    infos, metadata = read_header(path, "checkpoint", limits)
+    if HEADER_KEY not in metadata:
+        raise ValueError(f"{path} was not written by logloss (no {HEADER_KEY!r} metadata)")
+    try:
+        skeleton = loads_limited(
+            metadata[HEADER_KEY], max_chars=limits.header_bytes, max_depth=limits.json_depth
+        )
+    except ValueError as error:  # JSONDecodeError too
+        raise _damaged_state(path, error) from None
+    tensors = read_tensors(path, "checkpoint", infos)
+    try:
+        return join_tensors(skeleton, tensors)
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise _damaged_state(path, error) from None
+
+
+def _damaged_state(path: str | os.PathLike[str], error: Exception) -> ValueError:
+    return ValueError(
+        f"{path} is damaged: its {HEADER_KEY!r} metadata does not describe a saved state "
+        f"({error}); the run cannot be resumed from it: start a new run with another --out "
+        "(its best/last weights may still load)"
+    )
+
+
+def read_header(
+    path: str | os.PathLike[str], what: str, limits: Limits
+) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """``(name -> TensorInfo, the __metadata__)`` of a safetensors file; no tensor is read.
+
+    The header's length (the file's first 8 bytes, little-endian) is checked against
+    ``limits.header_bytes`` before the header is read, and the tensors' total size against
+    ``limits.tensor_bytes``; safetensors itself checks that the tensors tile the rest of the file.
+
+    Raises:
+        ValueError: no such file, not a readable safetensors file (named as ``what``), or over
+            the limits.
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no {what} file {path}")
-    data = path.read_bytes()
+    with path.open("rb") as file:
+        length = int.from_bytes(file.read(8), "little")
+    if length > limits.header_bytes:
+        raise ValueError(
+            f"{path} is not a readable safetensors {what} file: its header claims {length:,} "
+            f"bytes, more than the {limits.header_bytes:,} allowed"
+        )
     try:
-        tensors = load_safetensors_bytes(data)
-        header = _safetensors_metadata(data)
-    except (SafetensorError, ValueError, TypeError) as error:  # JSONDecodeError is a ValueError
+        with safe_open(path, framework="pt") as reader:
+            slices = {name: reader.get_slice(name) for name in list(reader.keys())}
+            infos = {k: TensorInfo(s.get_dtype(), tuple(s.get_shape())) for k, s in slices.items()}
+            metadata = dict(reader.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as error:
         raise ValueError(f"{path} is not a readable safetensors {what} file: {error}") from None
-    return dict(tensors), header
+    _check_tensor_sizes(path, what, infos, limits)
+    return infos, metadata
 
 
-def _safetensors_metadata(data: bytes) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors buffer: 8-byte little-endian length, then JSON."""
-    if len(data) < 8:
-        raise ValueError("file too short")
-    length = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + length])
-    return dict(header.get("__metadata__") or {})
+def _check_tensor_sizes(
+    path: Path, what: str, infos: Mapping[str, TensorInfo], limits: Limits
+) -> None:
+    """Known dtypes only, and no more than ``limits.tensor_bytes`` in all."""
+    unknown = sorted({info.dtype for info in infos.values()} - set(DTYPE_BYTES))
+    if unknown:
+        raise ValueError(f"{path} holds tensors of unsupported dtypes {unknown}: not a {what} file")
+    total = sum(info.nbytes for info in infos.values())
+    if total > limits.tensor_bytes:
+        raise ValueError(
+            f"{path} is damaged: its tensors take {total:,} bytes, more than the "
+            f"{limits.tensor_bytes:,} a {what} file of this run can hold"
+        )
+
+
+def read_tensors(
+    path: str | os.PathLike[str], what: str, names: Iterable[str]
+) -> dict[str, torch.Tensor]:
+    """The tensors ``names`` of a safetensors file whose header has been checked
+    (:func:`read_header`), on the CPU, read through a memory map."""
+    try:
+        with safe_open(path, framework="pt") as reader:
+            return {name: reader.get_tensor(name) for name in names}
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{path} is not a readable safetensors {what} file: {error}") from None
