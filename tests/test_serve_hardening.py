@@ -151,14 +151,10 @@ def checkpoint(small_run: Path):
 
 
 @pytest.fixture(scope="module")
-def url(small_run: Path, data_dir: Path):
-    with running_server(create_app(small_run, which=WHICH, data_dir=data_dir)) as base:
-        yield base
-
-
-@pytest.fixture(scope="module")
-def client(url: str):
-    with httpx.Client(base_url=url, timeout=60) as session:
+def client(small_run: Path, data_dir: Path):
+    """A client of a server with the default limits (its address: ``client.base_url``)."""
+    app = create_app(small_run, which=WHICH, data_dir=data_dir)
+    with running_server(app) as base, httpx.Client(base_url=base, timeout=60) as session:
         yield session
 
 
@@ -476,11 +472,11 @@ def test_a_thousand_slow_connections_cost_little_memory(small_run, data_dir, cap
         ("[::1]:{port}", 200),
     ],
 )
-def test_only_this_servers_host_names_are_served(url, host, status):
+def test_only_this_servers_host_names_are_served(client, host, status):
     """issue 13, item 8: a request naming another host (DNS rebinding: evil.example resolving
     to 127.0.0.1) gets 400; the loopback names are served."""
-    port = url.rsplit(":", 1)[1]
-    answer = httpx.get(f"{url}/api/samples?count=1", headers={"Host": host.format(port=port)})
+    headers = {"Host": host.format(port=client.base_url.port)}
+    answer = client.get("/api/samples?count=1", headers=headers)
     assert answer.status_code == status, answer.text
     if status == 400:
         assert "is not this server's name" in answer.json()["detail"]
@@ -502,7 +498,7 @@ def test_host_names_follow_the_bound_address():
     "content_type",
     [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],
 )
-def test_post_without_json_or_png_content_type_is_refused(url, content_type):
+def test_post_without_json_or_png_content_type_is_refused(client, content_type):
     """issue 13, item 8: a body a cross-site form (or a request without Content-Type) can send
     gets 415 before it is read: the model never runs for it."""
     body = json.dumps({"image": GOOD}).encode()
@@ -510,8 +506,8 @@ def test_post_without_json_or_png_content_type_is_refused(url, content_type):
     if content_type is not None:
         headers.append(("Content-Type", content_type))
     request = "".join(f"{k}: {v}\r\n" for k, v in headers)
-    host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
+    address = (client.base_url.host, client.base_url.port)
+    with socket.create_connection(address, timeout=30) as sock:
         sock.sendall(f"POST /api/predict HTTP/1.1\r\n{request}\r\n".encode() + body)
         reply = b"".join(iter(lambda: sock.recv(65536), b"")).decode()  # until the server closes
     assert reply.startswith("HTTP/1.1 415"), reply

@@ -60,7 +60,7 @@ from logloss.serve.schemas import (
 from logloss.training.checkpoint import load_checkpoint
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-SAMPLE_KINDS = ("random", "hardest", "confident_mistakes")
+ERRORS_NAMED = 5  # validation errors one answer spells out (the others are counted)
 
 
 def create_app(
@@ -138,11 +138,11 @@ def _add_error_handlers(app: FastAPI, limits: ServeLimits) -> None:
         # FastAPI's default is a list of pydantic records; one readable line is clearer here.
         errors = error.errors()
         parts = []
-        for item in errors[:5]:
+        for item in errors[:ERRORS_NAMED]:
             where = ".".join(str(p) for p in item.get("loc", ()))
             parts.append(f"{where}: {item.get('msg')} (got {short_repr(item.get('input'))})")
-        if len(errors) > 5:
-            parts.append(f"and {len(errors) - 5} more")
+        if len(errors) > ERRORS_NAMED:
+            parts.append(f"and {len(errors) - ERRORS_NAMED} more")
         return error_response("; ".join(parts), 422, limits)
 
     @app.exception_handler(StarletteHTTPException)
