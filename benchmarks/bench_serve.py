@@ -131,7 +131,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Load check: {results['requests']} concurrent prediction requests "
         f"({results['machine']['cpus']} CPUs, load average "
         f"{results['machine']['load_average_1min_before_after'][0]:.1f} before; "
-        f"{results['rounds']} rounds each; client and server on the same machine).",
+        f"{results['rounds']} round{'s' if results['rounds'] != 1 else ''} each; client and "
+        "server on the same machine).",
         "",
         "| body | answered correctly | p50 latency | p95 latency | max latency | wall time |",
         "|---|---|---|---|---|---|",
