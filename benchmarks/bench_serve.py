@@ -1,7 +1,8 @@
 """Load check for ``logloss serve``: 200 concurrent prediction requests from a local client.
 
-Run: ``.venv/bin/python benchmarks/bench_serve.py [--checkpoint DIR] [--data-dir DIR]``.
-Writes ``benchmarks/results/serve.json`` and ``benchmarks/results/serve.md`` (atomically).
+Run: ``.venv/bin/python benchmarks/bench_serve.py [--quick] [--checkpoint DIR] [--data-dir DIR]``.
+Writes ``benchmarks/results/serve.json`` and ``benchmarks/results/serve.md`` (atomically;
+``--quick``, one round of each kind instead of three, writes ``serve-quick.*``).
 
 The server is the real command, ``logloss serve --port 0``, in its own process (so the client's
 work does not share its interpreter); the client is one ``httpx.AsyncClient`` that opens
@@ -130,7 +131,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Load check: {results['requests']} concurrent prediction requests "
         f"({results['machine']['cpus']} CPUs, load average "
         f"{results['machine']['load_average_1min_before_after'][0]:.1f} before; "
-        f"{results['rounds']} rounds each; client and server on the same machine).",
+        f"{results['rounds']} round{'s' if results['rounds'] != 1 else ''} each; client and "
+        "server on the same machine).",
         "",
         "| body | answered correctly | p50 latency | p95 latency | max latency | wall time |",
         "|---|---|---|---|---|---|",
@@ -153,8 +155,11 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=200, help="requests per round")
     parser.add_argument("--concurrency", type=int, default=200, help="connections at once")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per kind of body")
+    parser.add_argument("--quick", action="store_true", help="one round per kind (a smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds = 1
 
     images, labels = load_dataset("mnist", "test", data_dir=args.data_dir, download=False)
     rng = np.random.default_rng(0)
@@ -216,6 +221,7 @@ def main() -> int:
         "requests": args.requests,
         "concurrency": args.concurrency,
         "rounds": args.rounds,
+        "quick": args.quick,
         "kinds": kinds,
         "machine": {
             "cpus": os.cpu_count(),
@@ -227,8 +233,9 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(args.out / "serve.json", json.dumps(results, indent=2).encode() + b"\n")
-    write_bytes_atomic(args.out / "serve.md", markdown(results).encode())
+    stem = "serve-quick" if args.quick else "serve"
+    write_bytes_atomic(args.out / f"{stem}.json", json.dumps(results, indent=2).encode() + b"\n")
+    write_bytes_atomic(args.out / f"{stem}.md", markdown(results).encode())
     print(markdown(results))
     all_correct = all(k["correct"] == k["sent"] for k in kinds.values())
     return 0 if all_correct else 1

@@ -24,7 +24,7 @@ from PIL import Image
 
 from logloss.data import load_dataset
 from logloss.data.preprocess import to_mnist
-from logloss.serve import create_app, running_server
+from logloss.serve import ServeLimits, create_app, running_server
 from logloss.training.checkpoint import load_checkpoint
 
 WHICH = "best"  # conftest.small_run trains one full epoch, so it has "best" weights
@@ -278,7 +278,11 @@ def bad_image(i: int, j: int, value: object) -> list[list[object]]:
         ({"image": GOOD, "target": 2.0}, 422, "target = 2.0 is not a class"),
         ({"image": GOOD, "preprocess": "yes"}, 422, "preprocess = 'yes'; use true or false"),
         ({"image": GOOD, "preprocess": True}, 422, "cannot preprocess the image: no digit found"),
-        ({"pixels": GOOD}, 422, "unknown field(s) ['pixels']"),
+        (
+            {"pixels": GOOD},
+            422,
+            "unknown field(s) 'pixels'; allowed: ['image', 'preprocess', 'target']",
+        ),
         ({}, 422, 'needs "image"'),
         ([1, 2], 422, "must be an object, got list"),
     ],
@@ -320,14 +324,15 @@ def test_not_an_image_gets_415(client):
         answer = client.post("/api/predict", content=content, headers={"Content-Type": "image/png"})
         assert answer.status_code == 415
         assert "not a readable PNG image" in answer.json()["detail"]
+    # Only Pillow's PNG reader looks at the body: a JPEG is not read as one.
     answer = client.post(
         "/api/predict", content=jpeg.getvalue(), headers={"Content-Type": "image/png"}
     )
     assert answer.status_code == 415
-    assert "JPEG image; send a PNG" in answer.json()["detail"]
+    assert "not a readable PNG image" in answer.json()["detail"]
     answer = client.post("/api/predict", content=b"1,2", headers={"Content-Type": "text/csv"})
     assert answer.status_code == 415
-    assert "'text/csv' is not supported" in answer.json()["detail"]
+    assert "Content-Type 'text/csv' is not supported" in answer.json()["detail"]
 
 
 def test_png_with_a_huge_target_gets_422(client, test_split):
@@ -379,7 +384,8 @@ def test_huge_body_gets_413_by_length_and_by_streaming(client):
 
 
 def test_body_limit_is_configurable(checkpoint_dir, data_dir):
-    app = create_app(checkpoint_dir, which=WHICH, data_dir=data_dir, max_body_bytes=1000)
+    limits = ServeLimits(max_body_bytes=1000)
+    app = create_app(checkpoint_dir, which=WHICH, data_dir=data_dir, limits=limits)
     with running_server(app) as base, httpx.Client(base_url=base) as session:
         answer = session.post("/api/predict", json={"image": GOOD})  # ~1.6 kB of JSON
         assert answer.status_code == 413

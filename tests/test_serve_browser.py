@@ -292,3 +292,28 @@ def test_browsing_confident_mistakes(browser, url, artifacts):
     assert browser.save_screenshot(str(path))
     print(f"screenshot: {path}")
     assert_no_console_errors(browser)
+
+
+def test_browsing_without_data_shows_a_short_notice(browser, small_run, tmp_path, monkeypatch):
+    """issue 14: with no dataset, the browse tab says in one short notice (not a red loader
+    error) that browsing is off and how to turn it on; its buttons are disabled."""
+    from selenium.webdriver.common.by import By
+
+    monkeypatch.delenv("LOGLOSS_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    app = create_app(small_run, which="best", data_dir=tmp_path / "empty")
+    with running_server(app) as base:
+        open_page(browser, base)
+        browser.find_element(By.ID, "tab-browse").click()
+        wait_for(
+            browser,
+            lambda b: "notice" in b.find_element(By.ID, "browse-status").get_attribute("class"),
+            "no notice shown",
+        )
+        status = browser.find_element(By.ID, "browse-status")
+        expected = httpx.get(f"{base}/api/samples", timeout=30).json()["detail"]
+        buttons = browser.find_elements(By.CSS_SELECTOR, ".kinds button")
+    assert status.text == expected
+    assert "error" not in status.get_attribute("class")
+    assert "download=False" not in status.text
+    assert all(not button.is_enabled() for button in buttons)

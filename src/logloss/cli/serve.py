@@ -53,18 +53,22 @@ def run_serve(args: argparse.Namespace) -> int:
     if not args.checkpoint.is_dir():
         raise CLIError(f"--checkpoint {args.checkpoint} is not a directory; train one first")
 
-    from logloss.serve import create_app, serve  # torch, FastAPI: after the argument checks
+    from logloss.serve import ServeLimits, create_app, serve  # torch, FastAPI: after the checks
 
     app = create_app(
         args.checkpoint,
         which=args.which,
         data_dir=args.data_dir,
         dataset=args.dataset,
-        max_body_bytes=args.max_body_bytes,
+        host=args.host,
+        limits=ServeLimits(max_body_bytes=args.max_body_bytes),
     )
+    browse_problem = app.state.predictor.browse_problem()
 
     def announce(url: str) -> None:
         print(f"logloss serve: {url}/  (Ctrl+C to stop)", flush=True)
+        if browse_problem is not None:
+            print(f"logloss serve: {browse_problem}", flush=True)
         if args.host not in ("127.0.0.1", "localhost", "::1"):
             print(
                 f"logloss serve: warning: listening on {args.host}, reachable from other machines",

@@ -15,37 +15,43 @@ Endpoints (OpenAPI description at ``/openapi.json``):
 - ``GET /api/samples?kind=random|hardest|confident_mistakes``: sample indices to browse.
 
 Bad input (wrong size, not an image, NaN, gray levels outside 0-255, unknown split, index out of
-range, a body over ``max_body_bytes``) gets a 4xx answer ``{"detail": "<what and how to fix>"}``.
+range, a body over ``max_body_bytes``) gets a 4xx answer ``{"detail": "<what and how to fix>"}``;
+a server at one of its limits (:mod:`logloss.serve.limits`) answers 503 with Retry-After.
 
-The server (:mod:`logloss.serve.server`) binds 127.0.0.1 by default.
+The server (:mod:`logloss.serve.server`) binds 127.0.0.1 by default; :mod:`logloss.serve.guards`
+checks every request's Host and Content-Type first (docs/security.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from logloss._version import __version__
+from logloss.serve.guards import BodyLimit, RequestGuard, allowed_hosts, error_response
 from logloss.serve.images import (
+    DecodeSlots,
     check_target,
     gray_image_from_json,
     image_from_png,
     mnist_like,
     parse_json_body,
+    short_repr,
 )
+from logloss.serve.limits import ServeLimits
 from logloss.serve.predictor import MAX_SAMPLES, Predictor
 from logloss.serve.schemas import (
     ERROR_RESPONSES,
     InputError,
+    PolicyJSONResponse,
     Prediction,
     PredictRequest,
     SampleList,
@@ -54,64 +60,7 @@ from logloss.serve.schemas import (
 from logloss.training.checkpoint import load_checkpoint
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-MAX_BODY_BYTES = 1 << 20  # 1 MiB: a 280x280 canvas PNG is ~10 KiB, a JSON 28x28 image ~4 KiB
-SAMPLE_KINDS = ("random", "hardest", "confident_mistakes")
-# Only the page's own files: no CDN, no inline script, nothing from the network.
-PAGE_CSP = "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'"
-
-
-class BodyLimitMiddleware:
-    """Answer 413 to request bodies over ``max_bytes``, by Content-Length and by counting.
-
-    The body is read here (at most ``max_bytes``) and replayed to the app, so a client that
-    lies about Content-Length or streams chunks is cut off as soon as it passes the limit.
-    """
-
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        too_big = JSONResponse(
-            {"detail": f"request body over {self.max_bytes} bytes; send a smaller image"}, 413
-        )
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None:
-            if not length.isdigit():
-                await JSONResponse({"detail": "invalid Content-Length header"}, 400)(
-                    scope, receive, send
-                )
-                return
-            if int(length) > self.max_bytes:
-                await too_big(scope, receive, send)
-                return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # client went away
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await too_big(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+ERRORS_NAMED = 5  # validation errors one answer spells out (the others are counted)
 
 
 def create_app(
@@ -120,7 +69,8 @@ def create_app(
     which: str = "best",
     data_dir: str | Path | None = None,
     dataset: str | None = None,
-    max_body_bytes: int = MAX_BODY_BYTES,
+    host: str = "127.0.0.1",
+    limits: ServeLimits | None = None,
 ) -> FastAPI:
     """Build the web app for one checkpoint.
 
@@ -130,19 +80,28 @@ def create_app(
         data_dir: folder holding the dataset (for the sample browser); default: the project's
             usual place (``LOGLOSS_DATA``).
         dataset: dataset to browse; default: the one the checkpoint was trained on.
-        max_body_bytes: larger request bodies get 413.
+        host: the address the server will listen on: requests must name it (or a loopback
+            name) in their Host header.
+        limits: sizes, counts and times allowed (:class:`~logloss.serve.limits.ServeLimits`).
 
     Returns:
         A FastAPI app; run it with :func:`serve` or :func:`running_server`.
+
+    Raises:
+        ValueError: a checkpoint that cannot be loaded or whose model gives non-finite logits,
+            a dataset that does not fit the page.
     """
     checkpoint = load_checkpoint(checkpoint_dir, which=which, device="cpu")
     dataset = dataset or getattr(checkpoint.config, "dataset", "mnist")
     predictor = Predictor(checkpoint, dataset=dataset, data_dir=data_dir)
-    return build_app(predictor, max_body_bytes=max_body_bytes)
+    return build_app(predictor, host=host, limits=limits)
 
 
-def build_app(predictor: Predictor, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+def build_app(
+    predictor: Predictor, *, host: str = "127.0.0.1", limits: ServeLimits | None = None
+) -> FastAPI:
     """The FastAPI app around a :class:`Predictor` (see :func:`create_app`)."""
+    limits = limits or ServeLimits()
     # /docs and /redoc would load Swagger/ReDoc from a CDN: the description is /openapi.json.
     app = FastAPI(
         title="logloss",
@@ -150,39 +109,50 @@ def build_app(predictor: Predictor, *, max_body_bytes: int = MAX_BODY_BYTES) -> 
         description="Draw a digit and watch the loss: logits, softmax, -ln p(true class).",
         docs_url=None,
         redoc_url=None,
+        default_response_class=PolicyJSONResponse,
     )
     app.state.predictor = predictor
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
-    _add_error_handlers(app)
-    _add_predict_route(app, predictor)
+    app.state.limits = limits  # the server reads its connection limits here
+    app.add_middleware(BodyLimit, limits=limits)
+    app.add_middleware(RequestGuard, limits=limits, hosts=allowed_hosts(host))  # outermost
+    _add_error_handlers(app, limits)
+    _add_predict_route(app, predictor, limits)
     _add_browse_routes(app, predictor)
     _add_page(app)
     return app
 
 
-def _add_error_handlers(app: FastAPI) -> None:
+def _add_error_handlers(app: FastAPI, limits: ServeLimits) -> None:
     """Every error answers ``{"detail": "<one readable line>"}`` with its 4xx/5xx status."""
 
     @app.exception_handler(InputError)
-    async def input_error(request: Request, error: InputError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=error.status_code)
+    async def input_error(request: Request, error: InputError) -> PolicyJSONResponse:
+        return error_response(
+            str(error), error.status_code, limits, retry_after_s=error.retry_after_s
+        )
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    async def validation_error(
+        request: Request, error: RequestValidationError
+    ) -> PolicyJSONResponse:
         # FastAPI's default is a list of pydantic records; one readable line is clearer here.
+        errors = error.errors()
         parts = []
-        for item in error.errors():
+        for item in errors[:ERRORS_NAMED]:
             where = ".".join(str(p) for p in item.get("loc", ()))
-            parts.append(f"{where}: {item.get('msg')} (got {item.get('input')!r})")
-        return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
+            parts.append(f"{where}: {item.get('msg')} (got {short_repr(item.get('input'))})")
+        if len(errors) > ERRORS_NAMED:
+            parts.append(f"and {len(errors) - ERRORS_NAMED} more")
+        return error_response("; ".join(parts), 422, limits)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"detail": str(error.detail)}, status_code=error.status_code)
+    async def http_error(request: Request, error: StarletteHTTPException) -> PolicyJSONResponse:
+        return error_response(str(error.detail), error.status_code, limits)
 
 
-def _add_predict_route(app: FastAPI, predictor: Predictor) -> None:
+def _add_predict_route(app: FastAPI, predictor: Predictor, limits: ServeLimits) -> None:
     """``POST /api/predict``: a JSON or PNG image in, the article's breakdown out."""
+    decode_slots = DecodeSlots(limits)
 
     @app.post(
         "/api/predict",
@@ -202,36 +172,39 @@ def _add_predict_route(app: FastAPI, predictor: Predictor) -> None:
     async def predict(
         request: Request,
         target: int | None = Query(None, description="The 'true' class, for PNG bodies."),
-    ) -> JSONResponse:
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        body = await request.body()  # already size-checked by BodyLimitMiddleware
+    ) -> PolicyJSONResponse:
+        # RequestGuard let only application/json and image/png through; BodyLimit sized it.
+        is_png = request.headers["content-type"].split(";")[0].strip().lower() == "image/png"
+        body = await request.body()
         # Decoding and the forward pass are CPU work: keep them off the event loop.
-        answer = await run_in_threadpool(predict_body, predictor, content_type, body, target)
+        if is_png:
+            async with decode_slots.hold():
+                answer = await run_in_threadpool(predict_png, predictor, body, target, limits)
+        else:
+            answer = await run_in_threadpool(predict_json, predictor, body, target)
         # Sent as built (response_model documents it): re-encoding 784 pixels through
         # FastAPI's generic encoder would cost more than the model's forward pass.
-        return JSONResponse(answer)
+        return PolicyJSONResponse(answer)
 
 
-def predict_body(
-    predictor: Predictor, content_type: str, body: bytes, target: int | None
+def predict_png(
+    predictor: Predictor, body: bytes, target: int | None, limits: ServeLimits
 ) -> dict[str, Any]:
-    """The breakdown for a request body: a PNG (always preprocessed) or a JSON image."""
-    if content_type == "image/png":
-        image = mnist_like(image_from_png(body))
-        chosen = target
-    elif content_type in ("application/json", ""):
-        fields = parse_json_body(body)
-        image = gray_image_from_json(fields["image"], predictor.image_shape)
-        if fields.get("preprocess", False) is True:
-            image = mnist_like(image)
-        elif fields.get("preprocess", False) is not False:
-            raise InputError(f"preprocess = {fields['preprocess']!r}; use true or false")
-        chosen = fields.get("target", target)
-    else:
-        raise InputError(
-            f"Content-Type {content_type!r} is not supported; send application/json or image/png",
-            415,
-        )
+    """The breakdown for a PNG body, always preprocessed (``to_mnist``)."""
+    chosen = check_target(target, predictor.num_classes)  # before the costly part
+    return predictor.breakdown(mnist_like(image_from_png(body, limits)), chosen)
+
+
+def predict_json(predictor: Predictor, body: bytes, target: int | None) -> dict[str, Any]:
+    """The breakdown for a JSON body ``{"image", "target", "preprocess"}``; a ``target`` in
+    the body wins over the query's."""
+    fields = parse_json_body(body)
+    image = gray_image_from_json(fields["image"], predictor.image_shape)
+    if fields.get("preprocess", False) is True:
+        image = mnist_like(image)
+    elif fields.get("preprocess", False) is not False:
+        raise InputError(f"preprocess = {short_repr(fields['preprocess'])}; use true or false")
+    chosen = fields.get("target", target)
     return predictor.breakdown(image, check_target(chosen, predictor.num_classes))
 
 
@@ -302,13 +275,11 @@ def sample_list(
 
 
 def _add_page(app: FastAPI) -> None:
-    """``GET /``: the drawing page, and its static files."""
+    """``GET /``: the drawing page, and its static files (RequestGuard adds the page's
+    Content-Security-Policy to every answer)."""
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
-        return FileResponse(
-            STATIC_DIR / "index.html",
-            headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"},
-        )
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import io
 import json
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import numpy as np
 
 from logloss.data.preprocess import to_mnist
+from logloss.serve.limits import ServeLimits
 from logloss.serve.schemas import InputError, PredictRequest
 
-MAX_PNG_SIDE = 4096  # pixels; checked from the PNG header before decoding (decompression bombs)
+SEND_PNG = "send a PNG file with Content-Type image/png"
+# What Pillow raises on a file it cannot read (DecompressionBombError is none of these).
+UNREADABLE = (OSError, SyntaxError, ValueError, EOFError)
 
 
 def _reject_constant(name: str) -> float:
@@ -30,10 +37,12 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
         raise InputError(f'the body is not valid JSON ({error}); send {{"image": ...}}') from None
     if not isinstance(value, dict):
         raise InputError(f"the JSON body must be an object, got {type(value).__name__}")
-    unknown = sorted(set(value) - set(PredictRequest.model_fields))
+    unknown = [key for key in value if key not in PredictRequest.model_fields]
     if unknown:
+        named = ", ".join(short_repr(key) for key in unknown[:3])
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
         raise InputError(
-            f"unknown field(s) {unknown}; allowed: {sorted(PredictRequest.model_fields)}"
+            f"unknown field(s) {named}{more}; allowed: {sorted(PredictRequest.model_fields)}"
         )
     if "image" not in value:
         raise InputError('the JSON body needs "image": 28 rows of 28 gray levels 0-255')
@@ -90,41 +99,80 @@ def gray_image_from_json(value: Any, shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def image_from_png(body: bytes) -> np.ndarray:
-    """Decode PNG bytes to an RGBA array (H, W, 4) uint8, for
+def _open_png(body: bytes, limits: ServeLimits) -> Any:
+    """A ``PIL.Image`` opened from PNG bytes, its header read and its size checked: nothing
+    is decoded yet.  415 if it is not a PNG, 413 if it has too many pixels."""
+    from PIL import Image  # Pillow loads in ~0.1 s: only for PNG bodies
+
+    try:
+        image = Image.open(io.BytesIO(body), formats=["PNG"])  # reads the header only
+    except UNREADABLE:
+        raise InputError(f"the body is not a readable PNG image; {SEND_PNG}", 415) from None
+    width, height = image.size
+    if max(width, height) > limits.max_png_side or width * height > limits.max_png_pixels:
+        image.close()
+        raise InputError(
+            f"the PNG is {width}x{height} pixels; send one of at most {limits.max_png_pixels} "
+            f"pixels and {limits.max_png_side} a side (a 280x280 drawing is plenty)",
+            413,
+        )
+    return image
+
+
+def image_from_png(body: bytes, limits: ServeLimits) -> np.ndarray:
+    """Decode PNG bytes to an RGBA array (h, w, 4) uint8 with ``max(h, w) <= work_side``, for
     :func:`logloss.data.preprocess.to_mnist`.
 
     The size is checked from the header before decoding, so a small file that would inflate to
-    gigabytes (a "decompression bomb") is refused without being decoded.
+    gigabytes (a "pixel bomb") is refused without being decoded.  A picture larger than
+    ``work_side`` is reduced by the whole factor ``k = ceil(max(H, W) / work_side)``: each
+    output pixel is the mean of a k x k block, averaged with premultiplied alpha (Pillow's
+    ``reduce``), so a transparent background stays paper.  Memory: the decoded picture (at
+    most 4 bytes per pixel), its RGBA conversion if it was another mode, the premultiplied copy.
     """
-    from PIL import Image, UnidentifiedImageError  # Pillow loads in ~0.1 s: only for PNG bodies
+    with _open_png(body, limits) as image:
+        try:
+            image.load()
+            rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+            factor = math.ceil(max(rgba.size) / limits.work_side)
+            if factor > 1:
+                rgba = rgba.reduce(factor)
+            return np.asarray(rgba, dtype=np.uint8)
+        except UNREADABLE:
+            raise InputError(f"the body is not a readable PNG image; {SEND_PNG}", 415) from None
 
-    unreadable = (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-    )
-    message = "the body is not a readable PNG image; send a PNG file with Content-Type image/png"
-    try:
-        image = Image.open(io.BytesIO(body))  # reads the header only
-    except unreadable:
-        raise InputError(message, 415) from None
-    with image:
-        if image.format != "PNG":
-            raise InputError(f"the body is a {image.format} image; send a PNG", 415)
-        width, height = image.size
-        if max(width, height) > MAX_PNG_SIDE:
+
+class DecodeSlots:
+    """At most ``limits.max_decodes`` PNG requests decoded at once; the others wait up to
+    ``limits.decode_wait_s`` for a slot, then get 503 with Retry-After.
+
+    Waiting happens on the event loop (no worker thread is held), and anyio's semaphore gives
+    a slot back when a waiting request is cancelled.
+    """
+
+    def __init__(self, limits: ServeLimits) -> None:
+        self._slots = anyio.Semaphore(limits.max_decodes)
+        self._count = limits.max_decodes
+        self._wait_s = limits.decode_wait_s
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """Hold one slot for the body of the ``async with``."""
+        acquired = False
+        with anyio.move_on_after(self._wait_s):
+            await self._slots.acquire()
+            acquired = True
+        if not acquired:
             raise InputError(
-                f"the PNG is {width}x{height} pixels; send one at most "
-                f"{MAX_PNG_SIDE}x{MAX_PNG_SIDE}",
-                413,
+                f"the server is decoding {self._count} other pictures and none finished within "
+                f"{self._wait_s:g} s; try again in a moment",
+                503,
+                retry_after_s=1,
             )
         try:
-            return np.asarray(image.convert("RGBA"), dtype=np.uint8)
-        except unreadable:
-            raise InputError(message, 415) from None
+            yield
+        finally:
+            self._slots.release()
 
 
 def mnist_like(image: np.ndarray) -> np.ndarray:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from logloss.data import get_dataset, load_dataset
+from logloss.data import ENV_VAR, find_dataset, get_dataset, load_dataset
 from logloss.insight.diagnostics import Evaluation, evaluate_logits
 from logloss.insight.explain import explain
 from logloss.serve.images import short_repr
@@ -30,6 +32,8 @@ RESPONSE_FIELDS = (
     "entropy",
 )
 MAX_SAMPLES = 200  # most samples one /api/samples answer lists (and rankings kept per split)
+# What a damaged dataset file raises (gzip: OSError, EOFError, zlib.error; IDX: ValueError).
+DATASET_ERRORS = (OSError, ValueError, EOFError, zlib.error)
 
 
 class Predictor:
@@ -61,35 +65,43 @@ class Predictor:
         self.data_dir = data_dir
         self.image_shape = MNIST_SHAPE
         self._lock = threading.Lock()
-        self._splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._evaluations: dict[str, Evaluation] = {}
+        # ("split" or "evaluation", split name) -> the result, or why it failed (not retried)
+        self._results: dict[tuple[str, str], Any] = {}
+        self._failed: dict[tuple[str, str], str] = {}
         # One forward pass now: fails early on a broken checkpoint and tells us C.
         self.num_classes = int(self.logits(np.zeros((1, *MNIST_SHAPE), np.uint8)).shape[1])
 
     def logits(self, images: np.ndarray) -> np.ndarray:
-        """Logits (N, C) float32 for uint8 images (N, H, W)."""
-        return np.asarray(self.checkpoint.logits(images), dtype=np.float32)
+        """Logits (N, C) float32 for uint8 images (N, H, W); all finite, or a 503."""
+        logits = np.asarray(self.checkpoint.logits(images), dtype=np.float32)
+        bad = np.argwhere(~np.isfinite(logits))  # (K, 2) indices of NaN and infinities
+        if len(bad):
+            i, k = bad[0]
+            raise InputError(
+                f"the model's logits are not finite ({len(bad)} of {logits.size} values, e.g. "
+                f"logits[{i}][{k}] = {logits[i, k]}): the checkpoint {self.checkpoint.directory} "
+                "holds damaged weights; serve another checkpoint or train again",
+                503,
+            )
+        return logits
+
+    def browse_problem(self) -> str | None:
+        """Why the sample browser cannot work (its files are not on this machine), or None."""
+        if all(find_dataset(self.dataset, name, self.data_dir) for name in BROWSE_SPLITS):
+            return None
+        return (
+            f"browsing samples is off: the {self.dataset} files are not on this machine "
+            "(drawing works). To turn it on, restart with --data-dir DIR (DIR holding "
+            f"{self.dataset}/), set {ENV_VAR}=DIR, or run `logloss data fetch {self.dataset}`"
+        )
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """(images (N, H, W) uint8, labels (N,)) of a split, loaded once."""
+        """(images (N, H, W) uint8, labels (N,)) of a split, read once."""
         if name not in BROWSE_SPLITS:
             raise InputError(
                 f"unknown split {short_repr(name)}; use one of {list(BROWSE_SPLITS)}", 404
             )
-        with self._lock:
-            if name not in self._splits:
-                try:
-                    images, labels = load_dataset(
-                        self.dataset, name, data_dir=self.data_dir, download=False
-                    )
-                except (OSError, ValueError) as error:
-                    raise InputError(
-                        f"the {self.dataset} {name} split is not available on this server "
-                        f"({error}); start `logloss serve` with --data-dir pointing to it",
-                        503,
-                    ) from None
-                self._splits[name] = (np.asarray(images), np.asarray(labels))
-            return self._splits[name]
+        return self._once("split", name, lambda: self._read_split(name))
 
     def evaluation(self, name: str) -> Evaluation:
         """The model's results on every sample of a split (:mod:`logloss.insight.diagnostics`),
@@ -100,19 +112,50 @@ class Predictor:
         ``MAX_SAMPLES`` of each ranking.
         """
         images, labels = self.split(name)
+        return self._once("evaluation", name, lambda: self._evaluate(name, images, labels))
+
+    def _once(self, kind: str, name: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``'s result, computed once per (kind, name).  A failure (an InputError) is
+        remembered: later calls get the same 503 without reading or computing again."""
+        key = (kind, name)
         with self._lock:
-            if name not in self._evaluations:
+            if key in self._failed:
+                raise InputError(self._failed[key], 503)
+            if key not in self._results:
                 try:
-                    self._evaluations[name] = evaluate_logits(
-                        self.logits(images), labels, top_k=MAX_SAMPLES
-                    )
-                except ValueError as error:  # e.g. labels beyond the model's classes
-                    raise InputError(
-                        f"the model cannot be evaluated on the {self.dataset} {name} split "
-                        f"({error}); serve it with the dataset it was trained on",
-                        503,
-                    ) from None
-            return self._evaluations[name]
+                    self._results[key] = compute()
+                except InputError as error:
+                    self._failed[key] = str(error)
+                    raise
+            return self._results[key]
+
+    def _read_split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        problem = self.browse_problem()
+        if problem is not None:
+            raise InputError(problem, 503)
+        try:
+            images, labels = load_dataset(
+                self.dataset, name, data_dir=self.data_dir, download=False
+            )
+        except DATASET_ERRORS as error:
+            raise InputError(
+                f"browsing samples is off: the {self.dataset} {name} split cannot be read "
+                f"({short_repr(str(error), 300)}); replace its files "
+                f"(`logloss data fetch {self.dataset}`) and restart",
+                503,
+            ) from None
+        return np.asarray(images), np.asarray(labels)
+
+    def _evaluate(self, name: str, images: np.ndarray, labels: np.ndarray) -> Evaluation:
+        logits = self.logits(images)  # (N, C), finite
+        try:
+            return evaluate_logits(logits, labels, top_k=MAX_SAMPLES)
+        except ValueError as error:  # e.g. labels beyond the model's classes
+            raise InputError(
+                f"the model cannot be evaluated on the {self.dataset} {name} split "
+                f"({error}); serve it with the dataset it was trained on",
+                503,
+            ) from None
 
     def breakdown(self, image: np.ndarray, target: int | None) -> dict[str, Any]:
         """The article's walkthrough for one uint8 image (H, W) as a JSON-ready dict."""

@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+
+from logloss._json import dumps
 
 
 class InputError(ValueError):
-    """Input the API cannot use; the message says what was wrong and how to fix it."""
+    """Input the API cannot use; the message says what was wrong and how to fix it.
 
-    def __init__(self, message: str, status_code: int = 422) -> None:
+    ``retry_after_s``, for a 503 that passes, becomes the answer's Retry-After header.
+    """
+
+    def __init__(
+        self, message: str, status_code: int = 422, *, retry_after_s: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.retry_after_s = retry_after_s
+
+
+class PolicyJSONResponse(JSONResponse):
+    """A JSON answer under logloss's one policy (:mod:`logloss._json`): a non-finite number is
+    the string "NaN", "Infinity" or "-Infinity", never a bare token and never a 500."""
+
+    def render(self, content: Any) -> bytes:
+        try:  # the usual case, all numbers finite: the standard encoder, 3-4x faster
+            return json.dumps(content, allow_nan=False, separators=(",", ":")).encode()
+        except ValueError:  # NaN or infinity somewhere
+            return dumps(content, indent=None).encode()
 
 
 # ---------------------------------------------------------------- schemas (OpenAPI)

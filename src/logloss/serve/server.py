@@ -1,4 +1,11 @@
-"""Running the app: a listening socket on loopback by default, uvicorn in front or behind."""
+"""Running the app: a listening socket on loopback by default, uvicorn in front or behind.
+
+uvicorn runs with the app's connection limits (``app.state.limits``, a
+:class:`~logloss.serve.limits.ServeLimits`): its own ``timeout_keep_alive``,
+``limit_concurrency`` and ``h11_max_incomplete_event_size``, and the h11 protocol of
+:mod:`logloss.serve.connections` for what uvicorn has no setting for (a deadline per request, a
+cap on open connections).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,9 @@ from contextlib import contextmanager
 
 import uvicorn
 from fastapi import FastAPI
+
+from logloss.serve.connections import bounded_protocol
+from logloss.serve.limits import ServeLimits
 
 
 def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
@@ -33,7 +43,17 @@ def socket_url(sock: socket.socket) -> str:
 
 
 def _server(app: FastAPI, log_level: str) -> uvicorn.Server:
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off")
+    limits = getattr(app.state, "limits", None) or ServeLimits()
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=False,
+        lifespan="off",
+        http=bounded_protocol(limits),  # type: ignore[arg-type]  # a factory, as uvicorn calls it
+        timeout_keep_alive=limits.keep_alive_s,  # type: ignore[arg-type]  # used as a float
+        limit_concurrency=limits.max_connections,
+        h11_max_incomplete_event_size=limits.max_header_bytes,
+    )
     return uvicorn.Server(config)
 
 

@@ -11,7 +11,9 @@ async function api(url, options) {
   const response = await fetch(url, options);
   const body = await response.json().catch(() => ({ detail: response.statusText }));
   if (!response.ok) {
-    throw new Error(body.detail || `HTTP ${response.status}`);
+    const error = new Error(body.detail || `HTTP ${response.status}`);
+    error.status = response.status;
+    throw error;
   }
   return body;
 }
@@ -164,6 +166,14 @@ class Breakdown {
 function setStatus(element, message, isError) {
   element.textContent = message;
   element.classList.toggle("error", Boolean(isError));
+  element.classList.remove("notice");
+}
+
+// A 503 from the browser's API: the server has no dataset to show (drawing still works).
+function setNotice(element, message) {
+  element.textContent = message;
+  element.classList.remove("error");
+  element.classList.add("notice");
 }
 
 // When the user picks a true class, ask the API again with the exact image the model saw.
@@ -343,7 +353,12 @@ function setUpBrowser(breakdown) {
       const first = list.querySelector("button");
       if (first) openSample(Number(first.dataset.index), first);
     } catch (error) {
-      setStatus(status, error.message, true);
+      if (error.status === 503) {
+        for (const button of kindButtons) button.disabled = true;
+        setNotice(status, error.message);
+      } else {
+        setStatus(status, error.message, true);
+      }
     }
   }
 
