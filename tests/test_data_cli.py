@@ -260,3 +260,21 @@ def test_fetch_help_documents_the_mirrors_variable_and_the_limits(capsys) -> Non
     limits = DownloadLimits()
     assert f"slower than {limits.min_rate / 1024:g} KiB/s (over {limits.rate_window:g} s)" in text
     assert f"longer than {limits.deadline / 60:g} minutes" in text
+
+
+def help_text(command: str) -> str:
+    from logloss.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command")
+    return " ".join(subparsers.choices[command].format_help().split())
+
+
+def test_data_options_say_what_each_command_does():
+    # issue 14: serve never downloads and browses only 28x28 datasets; train downloads.
+    serve, train = help_text("serve"), help_text("train")
+    assert "this command never downloads" in serve
+    assert "downloads go here" not in serve
+    assert "digits" not in serve.split("--dataset NAME", 1)[1]
+    assert "downloads go here when given" in train
+    assert "digits is bundled and works offline" in train

@@ -504,16 +504,20 @@ def test_cli_dataset_reaches_the_app(checkpoint_dir, data_dir, monkeypatch, flag
 
 def test_cli_refuses_a_dataset_of_other_image_size(checkpoint_dir, capsys):
     from logloss.cli import build_parser
+    from logloss.serve import Predictor
+    from logloss.training.checkpoint import load_checkpoint
 
     parser = build_parser()
-    args = parser.parse_args(["serve", "--checkpoint", str(checkpoint_dir), "--dataset", "digits"])
-    # main() prints a ValueError as "logloss: error: ..." with exit status 2.
+    # The page draws 28x28 digits: --dataset offers only 28x28 datasets (digits is 8x8).
+    for name in ("digits", "cifar"):
+        with pytest.raises(SystemExit) as exited:
+            parser.parse_args(["serve", "--checkpoint", str(checkpoint_dir), "--dataset", name])
+        assert exited.value.code == 2
+        assert f"--dataset: invalid choice: '{name}'" in capsys.readouterr().err
+    # From Python the same rule holds, with the reason.
+    checkpoint = load_checkpoint(checkpoint_dir, which=WHICH)
     with pytest.raises(ValueError, match=r"dataset 'digits' has 8x8 images; .* 28x28 dataset"):
-        args.handler(args)
-    with pytest.raises(SystemExit) as exited:
-        parser.parse_args(["serve", "--checkpoint", str(checkpoint_dir), "--dataset", "cifar"])
-    assert exited.value.code == 2
-    assert "--dataset: invalid choice: 'cifar'" in capsys.readouterr().err
+        Predictor(checkpoint, dataset="digits")
 
 
 def test_cli_serves_and_prints_its_address(checkpoint_dir, data_dir):

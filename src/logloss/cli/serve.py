@@ -7,6 +7,10 @@ import sys
 
 from logloss.cli import CLIError, add_checkpoint_arguments
 from logloss.cli.data import add_data_arguments
+from logloss.data import DATASETS
+
+# the page draws 28x28 digits: the datasets whose images are 28x28
+BROWSABLE_DATASETS = tuple(name for name, info in DATASETS.items() if info.image_shape == (28, 28))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,10 +35,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=8000,
         help="TCP port, 0 for any free one (default: %(default)s)",
     )
-    # --data-dir and --dataset like every command that reads a dataset.  The dataset browsed
-    # defaults to the one the checkpoint was trained on: the text is for --help, the value None
-    # (set below) means "the checkpoint's" to create_app.
-    add_data_arguments(parser, default_dataset="the checkpoint's own")
+    # --data-dir and --dataset like every command that reads a dataset, said as serve does it:
+    # it never downloads, and browses only 28x28 datasets.  The dataset browsed defaults to the
+    # one the checkpoint was trained on: the text is for --help, the value None (set below)
+    # means "the checkpoint's" to create_app.
+    add_data_arguments(
+        parser,
+        default_dataset="the checkpoint's own",
+        datasets=BROWSABLE_DATASETS,
+        downloads=False,
+    )
     parser.set_defaults(dataset=None)
     parser.add_argument(
         "--max-body-bytes",
