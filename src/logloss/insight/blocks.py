@@ -12,11 +12,10 @@ from __future__ import annotations
 import itertools
 import mmap
 import os
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Protocol
 
 import numpy as np
 
@@ -74,7 +73,9 @@ def read_npy_header(handle: IO[bytes], where: str) -> NpyHeader:
         else:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
     except (ValueError, OSError, EOFError) as error:
-        raise ValueError(f"{where} is not a NumPy .npy array ({error}); save it with np.save")
+        raise ValueError(
+            f"{where} is not a NumPy .npy array ({error}); save it with np.save"
+        ) from None
     if dtype.hasobject:
         raise ValueError(
             f"{where} holds Python objects (dtype {dtype}), which logloss never unpickles; save "

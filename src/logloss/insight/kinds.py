@@ -90,7 +90,7 @@ def detect_kind(values: np.ndarray) -> KindChoice:
                 f"one column with every value of {rows} in [0, 1]: read as P(class 1)",
                 "one column in [0, 1] could also be logits; pass --kind logits if it is",
             )
-        return KindChoice("logits", f"one column with values outside [0, 1]: read as logits")
+        return KindChoice("logits", "one column with values outside [0, 1]: read as logits")
     if in_unit and bool((np.abs(x.sum(axis=1) - 1.0) <= SUM_TOLERANCE).all()):
         return KindChoice("probs", f"every value of {rows} is in [0, 1] and every row sums to 1")
     if bool((x <= 0).all()) and bool((np.abs(_logsumexp(x)) <= SUM_TOLERANCE).all()):

@@ -464,7 +464,8 @@ def confusion_figure(confusion: np.ndarray, *, labels: Sequence[str] | None = No
 def montage(
     images: np.ndarray, index: np.ndarray, columns: int, gap: int = 2, label: int = 0
 ) -> np.ndarray:
-    """Tile ``images[index]`` (each (H, W) or (H, W, 3)) into one array, row by row, zeros between tiles.
+    """Tile ``images[index]`` (each (H, W) or (H, W, 3)) into one array, row by row, zeros
+    between tiles.
 
     Tile ``j`` sits at rows ``r * (H + label + gap) + label ...`` and columns
     ``c * (W + gap) ...`` with ``r, c = divmod(j, columns)``: ``label`` empty rows above each
