@@ -33,6 +33,7 @@ class NpySource:
     """An (N, C), (N, 1) or (N,) .npy of predictions, labels from a :class:`LabelFile`."""
 
     kind = None
+    kind_reason = ""
     names = None
     has_ids = False
 
@@ -106,6 +107,7 @@ class NpzSource:
                 "logits=..., labels=...)"
             )
         self.kind = NPZ_KINDS[found[0]]
+        self.kind_reason = f"the .npz array is named {found[0]!r}"
         self.values = NpyStream(self.archive, members[found[0]], f"{path} array '{found[0]}'")
         self.columns = check_values_array(self.values.header, self.values.where)
         self.rows = self.values.header.shape[0]
@@ -165,6 +167,7 @@ class ArraySource:
     """Predictions already in memory (the Python API): (N, C) or (N,) values, (N,) labels."""
 
     kind = None
+    kind_reason = ""
 
     def __init__(
         self,

@@ -246,8 +246,7 @@ class ClasswiseSums:
         """Class-wise ECE: the mean over classes of each class's ECE."""
         if self.rows == 0:
             return math.nan
-        count, confidence, hits = self.bins()  # (C, M) each
-        with np.errstate(invalid="ignore", divide="ignore"):
-            gap = np.abs(hits - confidence) / count  # |freq - conf| per bin, NaN where empty
-        weighted = np.where(count > 0, count * gap, 0.0).sum(axis=1) / self.rows  # (C,)
+        _, confidence, hits = self.bins()  # (C, M) each
+        # sum_m |B_m| |freq_m - conf_m| = sum_m |hits_m - confidence_sum_m| (empty bins add 0)
+        weighted = np.abs(hits - confidence).sum(axis=1) / self.rows  # (C,)
         return float(weighted.mean())

@@ -44,10 +44,11 @@ class Source(Protocol):
     """What every reader offers (see the module doc)."""
 
     name: str  # the file, as the user named it
-    rows: int
+    rows: int | None  # None: unknown until the end (a model over a loader without a length)
     columns: int  # C, or 1 for a binary column
     names: tuple[str, ...] | None  # class names the file carries
     kind: str | None  # the kind the file states (an .npz array's name), else None
+    kind_reason: str  # why, when it states one
     has_ids: bool
 
     def blocks(self, classes: Classes, size: int) -> Iterator[RawBlock]: ...

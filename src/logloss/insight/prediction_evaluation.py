@@ -106,7 +106,7 @@ def read_source(
     """Decide the classes (``class_names``, else the file's names) and the kind of ``source``."""
     if kind not in ("auto", *KINDS):
         raise ValueError(f"kind must be auto or one of {KINDS}, got {kind!r}")
-    if source.rows < MIN_ROWS:
+    if source.rows is not None and source.rows < MIN_ROWS:
         raise ValueError(
             f"{source.name} has {source.rows} row{'s' * (source.rows != 1)}; evaluating needs at "
             f"least {MIN_ROWS} (calibration and rankings mean nothing on fewer)"
@@ -135,7 +135,7 @@ def choose_kind(reading: Reading, kind: str) -> KindChoice:
             )
         return KindChoice(kind, "given with --kind")
     if stated is not None:
-        return KindChoice(stated, f"the .npz array is named {stated.replace('-', '_')!r}")
+        return KindChoice(stated, reading.source.kind_reason)
     _, first = next(reading.blocks())
     return detect_kind(first)
 

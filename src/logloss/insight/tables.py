@@ -69,6 +69,7 @@ class CsvSource:
     """A .csv (comma) or .tsv (tab) file with a header line; read in blocks of lines."""
 
     kind = None
+    kind_reason = ""
 
     def __init__(self, path: Path, labels: LabelFile | None, **columns: Any) -> None:
         self.name, self.path, self.labels = str(path), path, labels
@@ -160,6 +161,7 @@ class ParquetSource:
     """A Parquet file, read row group by row group in batches of rows."""
 
     kind = None
+    kind_reason = ""
 
     def __init__(self, path: Path, labels: LabelFile | None, **columns: Any) -> None:
         parquet = _pyarrow_parquet()
