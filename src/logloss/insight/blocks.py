@@ -21,13 +21,15 @@ import numpy as np
 
 from logloss.insight.labels import Classes, to_indices
 
-# A block holds about this many values (1 MiB of float64 per temporary array).
+# A block holds about this many values (1 MiB of float64 per temporary array), and at least
+# MIN_BLOCK_ROWS rows, so that per-block work (a C x C confusion update) stays small per row.
 BLOCK_CELLS = 1 << 17
+MIN_BLOCK_ROWS = 1024
 
 
 def block_rows(columns: int) -> int:
     """Rows per block for ``columns`` values per row."""
-    return max(64, BLOCK_CELLS // max(columns, 1))
+    return max(MIN_BLOCK_ROWS, BLOCK_CELLS // max(columns, 1))
 
 
 @dataclass(frozen=True)

@@ -257,17 +257,20 @@ def score(
     ``p = e^l`` for log-probabilities, ``p`` as given for probabilities; ``eps`` is the machine
     epsilon of the values' dtype (probabilities are clipped to ``[eps, 1 - eps]`` for the loss).
     """
-    check_values(values, kind, offset)
+    if kind != "logits":
+        check_values(values, kind, offset)
     eps = float(np.finfo(values.dtype).eps) if eps is None else eps
     x = np.asarray(values, dtype=np.float64)
     if kind != "logits":
         x = normalized_rows(x, kind, offset, renormalize)
     rows = np.arange(len(target))
-    predicted = np.argmax(x, axis=1)  # (n,) the same class for z, p or ln p: all monotone
+    # (n,) the same class for z, p or ln p (all monotone), and for the stored values
+    predicted = np.argmax(values if kind == "logits" else x, axis=1)
     if kind == "logits":
-        top = x[rows, predicted]  # (n,) the row maximum
-        if np.isneginf(top).any():
-            row = int(np.argmax(np.isneginf(top)))
+        top = x[rows, predicted]  # (n,) the row maximum; NaN or +inf if the row holds one
+        if not np.isfinite(top).all():
+            check_values(values, kind, offset)  # names the first NaN or +inf
+            row = int(np.argmax(~np.isfinite(top)))
             raise BadRow(
                 offset + row,
                 None,

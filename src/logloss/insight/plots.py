@@ -374,7 +374,7 @@ def grid_columns(count: int, widest: int) -> int:
     columns: 4).
 
     >>> grid_columns(16, 5), grid_columns(15, 5), grid_columns(1, 5), grid_columns(6, 5)
-    (4, 5, 1, 5)
+    (4, 5, 1, 4)
     """
     if count <= widest:
         return max(count, 1)
