@@ -21,6 +21,7 @@ from logloss.insight.blocks import (
     LabelFile,
     MappedNpy,
     RawBlock,
+    check_label_rows,
     check_values_array,
     read_npy_header,
 )
@@ -47,6 +48,7 @@ class NpySource:
         self.mapped = MappedNpy(path)
         self.columns = check_values_array(self.mapped.header, self.name)
         self.rows = self.mapped.header.shape[0]
+        check_label_rows(labels, self.rows, self.name)
 
     def blocks(self, classes: Classes, size: int) -> Iterator[RawBlock]:
         values = self.mapped.array.reshape(self.rows, self.columns)
@@ -111,6 +113,7 @@ class NpzSource:
         self.values = NpyStream(self.archive, members[found[0]], f"{path} array '{found[0]}'")
         self.columns = check_values_array(self.values.header, self.values.where)
         self.rows = self.values.header.shape[0]
+        check_label_rows(labels, self.rows, self.name)
         self.labels = labels
         self.label_stream = self._member(members, "labels", required=labels is None)
         self.id_stream = self._member(members, "ids", required=False)

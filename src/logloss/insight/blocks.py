@@ -167,6 +167,15 @@ class LabelFile:
                 yield to_indices(np.array(lines, dtype=str), classes, start, self.name)
 
 
+def check_label_rows(labels: LabelFile | None, rows: int, where: str) -> None:
+    """A ``--labels`` file has one label per predictions row, or a clear error."""
+    if labels is not None and labels.rows != rows:
+        raise ValueError(
+            f"{where} has {rows} rows but --labels {labels.name} has {labels.rows} labels; give "
+            "one label per row, in the same order"
+        )
+
+
 def _count_text_lines(path: Path) -> int:
     """Lines of a text labels file; blank lines only at the end."""
     rows, blank_at = 0, None

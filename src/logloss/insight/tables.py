@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from logloss.insight.blocks import LabelFile, RawBlock
+from logloss.insight.blocks import LabelFile, RawBlock, check_label_rows
 from logloss.insight.labels import Classes, to_indices
 
 
@@ -82,6 +82,7 @@ class CsvSource:
         self.columns = len(self.columns_of.classes)
         self.names = None if self.columns == 1 else self.columns_of.names
         self.has_ids = self.columns_of.id is not None
+        check_label_rows(labels, self.rows, self.name)
 
     def blocks(self, classes: Classes, size: int) -> Iterator[RawBlock]:
         external = None if self.labels is None else self.labels.read(classes, size)
@@ -174,6 +175,7 @@ class ParquetSource:
         self.columns_of = Columns(header, self.name, labels_given=labels is not None, **columns)
         self._check_types()
         self.rows = self.file.metadata.num_rows
+        check_label_rows(labels, self.rows, self.name)
         self.columns = len(self.columns_of.classes)
         self.names = None if self.columns == 1 else self.columns_of.names
         self.has_ids = self.columns_of.id is not None
