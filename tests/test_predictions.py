@@ -24,6 +24,7 @@ from logloss.insight.accumulators import Accumulator
 from logloss.insight.binning import reliability
 from logloss.insight.diagnostics import evaluate_logits
 from logloss.insight.kinds import detect_kind, score
+from test_diagnostics import reference_bins
 
 
 def synthetic(n: int, c: int, *, seed: int, signal: float = 2.5):
@@ -36,16 +37,8 @@ def synthetic(n: int, c: int, *, seed: int, signal: float = 2.5):
 
 
 def hand_ece(confidence, correct, n_bins):
-    """ECE with bins ((m-1)/M, m/M], the first closed at 0: a plain loop from the definition."""
-    total = 0.0
-    for m in range(n_bins):
-        lo, hi = m / n_bins, (m + 1) / n_bins
-        inside = (confidence > lo) & (confidence <= hi)
-        if m == 0:
-            inside |= confidence == 0.0
-        if inside.any():
-            total += inside.sum() * abs(correct[inside].mean() - confidence[inside].mean())
-    return total / len(confidence)
+    """ECE with bins ((m-1)/M, m/M], the first closed at 0: test_diagnostics' plain loop."""
+    return reference_bins(np.asarray(confidence), np.asarray(correct, float), n_bins)[0]
 
 
 def hand_classwise_ece(p, y, n_bins):

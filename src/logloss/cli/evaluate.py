@@ -47,15 +47,7 @@ def register(subparsers: Any) -> None:
         "predictions file (--predictions), at any size.",
     )
     add_run_arguments(evaluate, which=True, predictions=True)
-    add_prediction_arguments(evaluate, calibration=True)
-    evaluate.add_argument(
-        "--images",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="with --predictions: a .npy of uint8 images (N, H, W) or (N, H, W, 3), one per "
-        "row, for the hardest-samples figures (default: no image figures)",
-    )
+    add_prediction_arguments(evaluate, calibration=True, images=True)
     evaluate.add_argument(
         "--bins",
         type=int,

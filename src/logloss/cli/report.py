@@ -28,15 +28,7 @@ def register(subparsers: Any) -> None:
         "--predictions, with any model's numbers (no training sections).",
     )
     add_run_arguments(report, which=False, predictions=True)
-    add_prediction_arguments(report, calibration=True)
-    report.add_argument(
-        "--images",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="with --predictions: a .npy of uint8 images (N, H, W) or (N, H, W, 3), one per "
-        "row, to show the hardest samples as images (default: tables)",
-    )
+    add_prediction_arguments(report, calibration=True, images=True)
     report.add_argument(
         "--out",
         type=Path,

@@ -46,8 +46,11 @@ def add_run_arguments(
     add_data_arguments(parser, dataset=False)  # the dataset is the checkpoint's own
 
 
-def add_prediction_arguments(parser: argparse.ArgumentParser, *, calibration: bool) -> None:
-    """``--predictions FILE`` and what says how to read it: labels, kind, class names."""
+def add_prediction_arguments(
+    parser: argparse.ArgumentParser, *, calibration: bool, images: bool = False
+) -> None:
+    """``--predictions FILE`` and what says how to read it: labels, kind, class names; with
+    ``calibration`` and ``images``, the held-out file and the rows' images too."""
     group = parser.add_argument_group(
         "predictions of any model (instead of --checkpoint; see docs/predictions.md)"
     )
@@ -102,6 +105,15 @@ def add_prediction_arguments(parser: argparse.ArgumentParser, *, calibration: bo
             metavar="FILE",
             help="held-out predictions (same model, e.g. the validation split; same format "
             "rules, labels inside) to fit temperature scaling on (default: skip it)",
+        )
+    if images:
+        group.add_argument(
+            "--images",
+            type=Path,
+            default=None,
+            metavar="FILE",
+            help="a .npy of uint8 images (N, H, W) or (N, H, W, 3), one per row, to show the "
+            "hardest samples and confident mistakes as images (default: none)",
         )
 
 
