@@ -159,15 +159,41 @@ def test_temperature_from_a_calibration_file_equals_scipy(model, tmp_path):
 # --------------------------------------------------------------------------- binary
 
 
-@pytest.mark.parametrize("kind", ["probs", "logits"])
-def test_binary_column_takes_the_sigmoid_path(tmp_path, kind):
+def binary_file(folder, fmt, values, y):
+    """One column of ``values`` and the labels ``y`` written as ``fmt``."""
+    if fmt == "npy":
+        np.save(folder / "v.npy", values)
+        np.save(folder / "y.npy", y)
+        return folder / "v.npy", folder / "y.npy"
+    if fmt == "npz":
+        np.savez(folder / "v.npz", probs=values, labels=y)
+        return folder / "v.npz", None
+    frame = pd.DataFrame({"label": y, "spam": values})
+    if fmt == "parquet":
+        pq.write_table(pa.Table.from_pandas(frame), folder / "v.parquet", row_group_size=999)
+    else:
+        frame.to_csv(folder / "v.csv", index=False, float_format="%.17g")
+    return folder / f"v.{fmt}", None
+
+
+@pytest.mark.parametrize(
+    ("kind", "fmt"),
+    [
+        ("probs", "npy"),
+        ("logits", "npy"),
+        ("probs", "npz"),
+        ("probs", "csv"),
+        ("logits", "parquet"),
+    ],
+)
+def test_binary_column_takes_the_sigmoid_path(tmp_path, kind, fmt):
     rng = np.random.default_rng(3)
     y = rng.integers(0, 2, 4000)
     t = rng.normal(size=4000) + 1.5 * (2 * y - 1)
     p1 = 1 / (1 + np.exp(-t))
-    np.save(tmp_path / "v.npy", (p1 if kind == "probs" else t).astype(np.float64))
-    np.save(tmp_path / "y.npy", y)
-    result = logloss.evaluate(tmp_path / "v.npy", tmp_path / "y.npy", kind=kind)
+    values = (p1 if kind == "probs" else t).astype(np.float64)
+    predictions, labels = binary_file(tmp_path, fmt, values, y)
+    result = logloss.evaluate(predictions, labels, kind="auto" if fmt == "npz" else kind)
     e = result.evaluation
     assert e.binary
     assert e.loss == pytest.approx(metrics.log_loss(y, p1), rel=1e-12)

@@ -379,3 +379,43 @@ def test_json_output_of_evaluate_is_strict(files):
     with redirect_stdout(stdout):
         main(["evaluate", "--predictions", str(files["folder"] / "p.npz"), "--json"])
     json.loads(stdout.getvalue(), parse_constant=lambda name: pytest.fail(f"bare {name}"))
+
+
+def test_predictions_report_renders_in_chromium(capsys, files, tmp_path):
+    from conftest import chromium_driver
+
+    f = files["folder"]
+    out = tmp_path / "report.html"
+    status, _, _ = run(
+        capsys,
+        "report",
+        "--predictions",
+        f / "p.npz",
+        "--calibration",
+        f / "val.npz",
+        "--images",
+        f / "images.npy",
+        "--out",
+        out,
+    )
+    assert status == 0
+    with chromium_driver(tmp_path / "chromium", window_size="1100,900") as browser:
+        browser.get(out.as_uri())
+        images = browser.execute_script(
+            "return Array.from(document.images).map(i => "
+            "({id: i.id, complete: i.complete, width: i.naturalWidth}))"
+        )
+        assert browser.title == "logloss report"
+    assert {i["id"] for i in images} == {
+        "figure-likelihood",
+        "figure-sigmoid",
+        "figure-softmax",
+        "figure-concentration",
+        "figure-hardest",
+        "figure-mistakes",
+        "figure-per-class",
+        "figure-confusion",
+        "figure-reliability",
+        "figure-reliability-after",
+    }
+    assert all(i["complete"] and i["width"] > 0 for i in images)
