@@ -104,21 +104,27 @@ def evaluate_checkpoint(
     return SplitEvaluation(
         evaluation=evaluation,
         classes=tuple(checkpoint.classes),
-        source={
-            "type": "checkpoint",
-            "checkpoint": str(checkpoint.directory),
-            "weights": checkpoint.which,
-            "dataset": config.dataset,
-            "split": split,
-        },
+        source=checkpoint_source(checkpoint, split),
         notes=() if calibrate else ("temperature scaling skipped (--no-calibration)",),
         images=images,
         logits=logits,
-        timings={
-            "load_checkpoint": loaded - started,
-            "data": read - loaded,
-            "forward": forward - read,
-            "diagnostics": done - forward,
-            "total": done - started,
-        },
+        timings=dict(
+            zip(
+                ("load_checkpoint", "data", "forward", "diagnostics"),
+                np.diff([started, loaded, read, forward, done]).tolist(),
+                strict=True,
+            ),
+            total=done - started,
+        ),
     )
+
+
+def checkpoint_source(checkpoint: Checkpoint, split: str) -> dict[str, str]:
+    """The JSON's ``source`` of a checkpoint evaluated on ``split``."""
+    return {
+        "type": "checkpoint",
+        "checkpoint": str(checkpoint.directory),
+        "weights": checkpoint.which,
+        "dataset": checkpoint.config.dataset,
+        "split": split,
+    }
