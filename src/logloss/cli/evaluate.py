@@ -20,7 +20,7 @@ from logloss.cli.run_arguments import (
     add_run_arguments,
     check_at_least,
     check_source,
-    read_predictions,
+    prediction_inputs,
     writing,
 )
 from logloss.insight.binning import BINNINGS, DEFAULT_BINS, EDGE_RULE  # NumPy only: cheap
@@ -126,14 +126,9 @@ def checkpoint_result(args: argparse.Namespace) -> EvaluationResult:
 
 def predictions_result(args: argparse.Namespace) -> EvaluationResult:
     """One streamed pass over the predictions file (never imports torch)."""
-    from logloss.insight.arrays import open_images  # NumPy only; kept off --help
-    from logloss.insight.prediction_evaluation import evaluate_reading  # NumPy only, as above
+    from logloss.insight.prediction_evaluation import evaluate_reading  # NumPy only; off --help
 
-    reading = read_predictions(args, args.predictions, args.labels)
-    calibration = None
-    if args.calibration is not None:
-        calibration = read_predictions(args, args.calibration, None)
-    images = None if args.images is None else open_images(args.images, reading.source.rows)
+    reading, calibration, images = prediction_inputs(args)
     return evaluate_reading(
         reading,
         calibration=calibration,

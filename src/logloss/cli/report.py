@@ -12,7 +12,7 @@ from logloss.cli.run_arguments import (
     add_prediction_arguments,
     add_run_arguments,
     check_source,
-    read_predictions,
+    prediction_inputs,
     writing,
 )
 
@@ -66,14 +66,9 @@ def run_report(args: argparse.Namespace) -> int:
 
 def predictions_report(args: argparse.Namespace) -> Any:
     """The page for a predictions file (matplotlib, no torch)."""
-    from logloss.insight.arrays import open_images  # NumPy only; kept off --help
     from logloss.insight.report import build_predictions_report  # matplotlib: slow
 
-    reading = read_predictions(args, args.predictions, args.labels)
-    calibration = None
-    if args.calibration is not None:
-        calibration = read_predictions(args, args.calibration, None)
-    images = None if args.images is None else open_images(args.images, reading.source.rows)
+    reading, calibration, images = prediction_inputs(args)
     return build_predictions_report(
         reading, calibration=calibration, index=args.index, images=images
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -176,3 +176,15 @@ def check_at_least(value: int, flag: str, minimum: int) -> None:
     """``flag``'s ``value`` is at least ``minimum``, or a one-line error."""
     if value < minimum:
         raise CLIError(f"{flag} must be at least {minimum}, got {value}")
+
+
+def prediction_inputs(args: argparse.Namespace) -> tuple[Reading, Reading | None, Any]:
+    """(the predictions, the --calibration file or None, the --images array or None)."""
+    from logloss.insight.arrays import open_images  # NumPy only; kept off --help
+
+    reading = read_predictions(args, args.predictions, args.labels)
+    calibration = None
+    if args.calibration is not None:
+        calibration = read_predictions(args, args.calibration, None)
+    images = None if args.images is None else open_images(args.images, reading.source.rows)
+    return reading, calibration, images
