@@ -157,7 +157,13 @@ def test_evaluate_json_matches_scikit_learn(run, evaluate_json, mnist_test):
     classes = list(range(10))
     e = evaluate_json
     assert e["size"] == 10_000
-    assert e["split"] == "test"
+    assert e["source"] == {
+        "type": "checkpoint",
+        "checkpoint": str(run),
+        "weights": "best",
+        "dataset": "mnist",
+        "split": "test",
+    }
     assert e["accuracy"] == metrics.accuracy_score(labels, p.argmax(axis=1))
     assert e["loss"] == pytest.approx(metrics.log_loss(labels, p, labels=classes), rel=1e-5)
     assert e["perplexity"] == pytest.approx(math.exp(e["loss"]), rel=1e-12)
@@ -209,7 +215,9 @@ def test_evaluate_text_and_figures(capsys, run, data_dir, tmp_path, evaluate_jso
         "confusion.png",
         "hardest.png",
         "loss_concentration.png",
+        "per_class_loss.png",
         "reliability.png",
+        "reliability_after_temperature.png",
         "training_curves.png",
     ]
     for name in names:
@@ -234,7 +242,7 @@ def test_evaluate_initial_weights_without_calibration(capsys, run, data_dir):
     )
     assert status == 0
     payload = json.loads(out)
-    assert payload["weights"] == "initial"
+    assert payload["source"]["weights"] == "initial"
     assert payload["temperature"] is None
     assert abs(payload["loss"] - math.log(10)) < 0.25
 

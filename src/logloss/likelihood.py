@@ -16,6 +16,7 @@ Outcomes are a string of one-character symbols (``"wbwbb"``), a sequence of hash
 
 from __future__ import annotations
 
+import html
 import math
 import numbers
 from collections import Counter
@@ -263,6 +264,29 @@ class MLEResult:
         return (
             f"dL/dp = {term(a, a - 1, b)} - {term(b, a, b - 1)} = 0  ->  "
             f"{times(a, '(1-p)')} = {times(b, 'p')}  ->  p = {a}/{self.n}"
+        )
+
+    def __repr__(self) -> str:
+        estimate = ", ".join(f"{s}: {self.fraction(s)}" for s in self.counts)
+        return f"<MLEResult of {self.n} outcomes: L = {self.formula}, maximum at {{{estimate}}}>"
+
+    def _repr_html_(self) -> str:
+        """Counts, estimates and the likelihood as an HTML table, for Jupyter."""
+        rows = "".join(
+            f"<tr><td>{html.escape(str(s))}</td><td>{c}</td><td>{self.fraction(s)}</td>"
+            f"<td>{self.estimate[s]:.6g}</td></tr>"
+            for s, c in self.counts.items()
+        )
+        derivation = self.derivation
+        lines = [
+            f"L = {self.formula} = {self.likelihood:.6g} at the estimate; "
+            f"ln L = {self.log_likelihood:.6g}",
+            *([derivation] if derivation else []),
+        ]
+        text = "".join(f"<p>{html.escape(line)}</p>" for line in lines)
+        return (
+            '<div class="logloss-mle"><table><thead><tr><th>outcome</th><th>count</th>'
+            f"<th>estimate</th><th></th></tr></thead><tbody>{rows}</tbody></table>{text}</div>"
         )
 
     def fraction(self, symbol: Hashable) -> Fraction:

@@ -44,15 +44,20 @@ def add_json_flag(
     parser.add_argument("--json", action="store_true", default=False, help=text)
 
 
-def add_checkpoint_arguments(parser: argparse.ArgumentParser, *, which: bool = True) -> None:
+def add_checkpoint_arguments(
+    parser: argparse.ArgumentParser, *, which: bool = True, required: bool = True
+) -> None:
     """``--checkpoint DIR`` (a ``logloss train --out`` folder) and, unless ``which=False``,
-    ``--which best|last|initial``: the same wording for every command that reads a run."""
+    ``--which best|last|initial``: the same wording for every command that reads a run.
+    ``required=False`` for commands that can read another source instead (``--predictions``)."""
     parser.add_argument(
         "--checkpoint",
         type=Path,
-        required=True,
+        required=required,
+        default=None,
         metavar="DIR",
-        help="run folder written by `logloss train --out DIR` (required)",
+        help="run folder written by `logloss train --out DIR`"
+        + (" (required)" if required else ""),
     )
     if which:
         parser.add_argument(

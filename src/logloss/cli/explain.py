@@ -1,8 +1,10 @@
-"""``logloss explain``: one dataset sample through a checkpoint, the article's way.
+"""``logloss explain``: one sample, the article's way: a dataset sample through a checkpoint,
+or one row of any model's predictions file (``--predictions FILE --row I`` or ``--id ID``).
 
 The digit as text art, the logits, softmax as bars, predicted vs true class, the loss;
 ``--untrained`` puts the untrained model's view of the same sample beside it (the article's
-before and after: ~ln 10, then ~0).  Torch loads inside the handler, after argument checks.
+before and after: ~ln 10, then ~0).  Torch loads inside the handler, after argument checks, and
+only for ``--checkpoint``.
 """
 
 from __future__ import annotations
@@ -11,8 +13,16 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from logloss.cli import add_json_flag, print_json
-from logloss.cli.run_arguments import add_run_arguments, load_run, run_sample, writing
+from logloss.cli import CLIError, add_json_flag, print_json
+from logloss.cli.run_arguments import (
+    add_prediction_arguments,
+    add_run_arguments,
+    check_source,
+    load_run,
+    read_predictions,
+    run_sample,
+    writing,
+)
 from logloss.data.render import image_to_text, save_png
 from logloss.insight.explain import explain, format_small, render_bars
 
@@ -29,7 +39,21 @@ def register(subparsers: Any) -> None:
         "its logits, softmax as bars, the predicted and true class, and the loss -ln p(true). "
         "--untrained adds the untrained weights' view of the same sample (loss near ln 10).",
     )
-    add_run_arguments(explain, which=True)
+    add_run_arguments(explain, which=True, predictions=True)
+    add_prediction_arguments(explain, calibration=False)
+    explain.add_argument(
+        "--row",
+        type=int,
+        default=None,
+        metavar="I",
+        help="with --predictions: the row to explain, from 0 (default: 0)",
+    )
+    explain.add_argument(
+        "--id",
+        default=None,
+        metavar="ID",
+        help="with --predictions: the row whose id is ID (an 'id' column or .npz 'ids')",
+    )
     explain.add_argument(
         "--index",
         type=int,
@@ -55,6 +79,10 @@ def register(subparsers: Any) -> None:
 
 
 def run_explain(args: argparse.Namespace) -> int:
+    if check_source(args):
+        return explain_prediction(args)
+    if args.row is not None or args.id is not None:
+        raise CLIError("--row and --id go with --predictions FILE; with --checkpoint use --index")
     checkpoint = load_run(args.checkpoint, args.which)
     image, label = run_sample(checkpoint, args.split, args.index, args.data_dir)
     # Class names only when they say more than the index (fashion-mnist's "sneaker", not "7").
@@ -89,6 +117,44 @@ def run_explain(args: argparse.Namespace) -> int:
     print(trained.render() if untrained is None else before_after_text(untrained, trained))
     if args.png is not None:
         print(f"wrote {args.png}")
+    return 0
+
+
+def explain_prediction(args: argparse.Namespace) -> int:
+    """One row of a predictions file through the article's steps (no torch)."""
+    if args.untrained or args.png is not None:
+        raise CLIError(
+            "--untrained and --png go with --checkpoint; a predictions file has no "
+            "weights or images"
+        )
+    from logloss.insight.prediction_row import explain_row, find_row  # NumPy only; off --help
+
+    reading = read_predictions(args, args.predictions, args.labels)
+    index = 0 if args.row is None and args.id is None else args.row
+    row = find_row(reading, index=index, row_id=args.id)
+    explanation = explain_row(reading, row)
+    if args.json:
+        print_json(
+            {
+                "source": {
+                    "type": "predictions",
+                    "predictions": str(args.predictions),
+                    "kind": reading.choice.kind,
+                },
+                "row": row.index,
+                "id": row.id,
+                "target": row.label,
+                "explanation": explanation.to_dict(),
+            }
+        )
+        return 0
+    named = f" (id {row.id})" if row.id is not None else ""
+    print(
+        f"{args.predictions} row {row.index}{named}, true class "
+        f"{reading.classes.names[row.label]}; {reading.notes[0]}"
+    )
+    print()
+    print(explanation.render())
     return 0
 
 

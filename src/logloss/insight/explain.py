@@ -28,6 +28,7 @@ import numpy as np
 from logloss._json import json_ready
 from logloss._tensors import is_tensor
 from logloss.activations import log_softmax
+from logloss.insight import markup
 
 __all__ = ["Explanation", "explain", "format_small", "render_bars"]
 
@@ -141,7 +142,8 @@ class Explanation:
         target: the true class, or None.
         p_target: ``p[target]``.
         loss: ``-ln p[target] = logsumexp(z) - z[target]``, computed as ``-log_softmax(z)[target]``.
-        torch_loss: ``torch.nn.CrossEntropyLoss()`` on the same logits (float64).
+        torch_loss: ``torch.nn.CrossEntropyLoss()`` on the same logits (float64), or None when
+            not asked for.
         value: a reported loss to explain, or None.
         explained_by: the class whose ``-ln p_k`` is closest to ``value``.
         value_gap: ``losses[explained_by] - value``.
@@ -195,6 +197,49 @@ class Explanation:
         fields["correct"] = self.correct
         return fields
 
+    def __repr__(self) -> str:
+        target = "" if self.target is None else f", target {self.name(self.target)}"
+        loss = "" if self.loss is None else f", loss {format_small(self.loss)}"
+        return (
+            f"<Explanation of {self.num_classes} classes: predicted {self.name(self.predicted)} "
+            f"(p {self.p_predicted:.4f}){target}{loss}>"
+        )
+
+    def _repr_html_(self) -> str:
+        """The walkthrough as an HTML table (one row per class, softmax as bars), for Jupyter."""
+        rows = []
+        for k in range(self.num_classes):
+            notes = [
+                n
+                for n, hit in (("predicted", k == self.predicted), ("target", k == self.target))
+                if hit
+            ]
+            rows.append(
+                [
+                    markup.escape(self.name(k)),
+                    f"{self.logits[k]:.4f}",
+                    f"{self.probabilities[k]:.4f}",
+                    markup.bar(self.probabilities[k]),
+                    format_small(self.losses[k]),
+                    markup.escape(", ".join(notes)),
+                ]
+            )
+        table = markup.table(
+            ["class", "logit z", "p = softmax(z)", "", "-ln p", ""], rows, "explanation"
+        )
+        lines = [
+            f"entropy {format_small(self.entropy)} nats; ln {self.num_classes} = "
+            f"{self.uniform_loss:.4f} (uniform guess)"
+        ]
+        if self.target is not None:
+            lines.insert(
+                0,
+                f"loss = -ln p({self.target}) = logsumexp(z) - z[{self.target}] = "
+                f"{format_small(self.loss)} ({'correct' if self.correct else 'wrong'})",
+            )
+        text = "".join(f"<p>{markup.escape(line)}</p>" for line in lines)
+        return f'<div class="logloss-explanation">{table}{text}</div>'
+
     def render(self, *, width: int = 40, digits: int = 4, ascii: bool = False) -> str:
         """The article's walkthrough as plain text: logits, softmax bars, prediction, loss.
 
@@ -220,16 +265,19 @@ class Explanation:
         ]
         if self.target is not None:
             y = self.target
-            # Equal losses differ by 0, also when both are inf (inf - inf would print "nan").
-            same = self.torch_loss == self.loss
-            difference = 0.0 if same else abs(self.torch_loss - self.loss)
             verdict = "correct" if self.correct else "wrong"
             lines += [
                 f"true class: {self.name(y)} ({verdict}), p({y}) = {self.p_target:{f}}",
                 f"loss = -ln p({y}) = logsumexp(z) - z[{y}] = {format_small(self.loss, digits)}",
-                f"PyTorch CrossEntropyLoss: {format_small(self.torch_loss, digits)} "
-                f"(difference {difference:.1e})",
             ]
+            if self.torch_loss is not None:
+                # Equal losses differ by 0, also when both are inf (inf - inf would print "nan").
+                same = self.torch_loss == self.loss
+                difference = 0.0 if same else abs(self.torch_loss - self.loss)
+                lines.append(
+                    f"PyTorch CrossEntropyLoss: {format_small(self.torch_loss, digits)} "
+                    f"(difference {difference:.1e})"
+                )
         compare = ""
         if self.loss is not None:
             below = self.uniform_loss - self.loss
@@ -269,6 +317,7 @@ def explain(
     *,
     value: Any = None,
     labels: Sequence[Any] | None = None,
+    torch_reference: bool = True,
 ) -> Explanation:
     """Explain one prediction: softmax, predicted class, ``-ln p(target)``, and more.
 
@@ -282,6 +331,8 @@ def explain(
         target: the true class index in [0, C), or None.
         value: a reported loss (finite, >= 0) to attribute to a class, or None.
         labels: C class names for the text rendering, or None.
+        torch_reference: also compute PyTorch's ``CrossEntropyLoss`` (imports torch); False
+            leaves ``torch_loss`` None.
 
     Returns:
         :class:`Explanation`.
@@ -301,48 +352,59 @@ def explain(
     y = None if target is None else _check_target_index(target, c)
     reported = None if value is None else _check_value(value)
     names = _check_class_names(labels, c)
-
     log_p = log_softmax(z)  # (C,) stable: z - logsumexp(z); -inf where z is -inf
+    fields = _prediction_fields(z, log_p)
+    if y is not None:
+        fields.update(_target_fields(z, log_p, y, torch_reference))
+    if reported is not None:
+        fields.update(_value_fields(-log_p, reported))
+    return Explanation(labels=names, **fields)
+
+
+def _prediction_fields(z: np.ndarray, log_p: np.ndarray) -> dict[str, Any]:
+    """Logits, probabilities, per-class losses, the prediction, its runner-up and the entropy."""
     p = np.exp(log_p)
-    losses = -log_p
     # Sort by logit (stable, so ties keep index order and the first maximum is the prediction).
     top, second = (int(k) for k in np.argsort(-z, kind="stable")[:2])
     nonzero = p > 0  # 0 ln 0 = 0 in the entropy
-    entropy = float(-np.sum(p[nonzero] * log_p[nonzero]))
+    return {
+        "logits": tuple(z.tolist()),
+        "probabilities": tuple(p.tolist()),
+        "losses": tuple((-log_p).tolist()),
+        "predicted": top,
+        "p_predicted": float(p[top]),
+        "runner_up": second,
+        "margin": float(p[top] - p[second]),
+        "logit_margin": float(z[top] - z[second]),
+        "entropy": float(-np.sum(p[nonzero] * log_p[nonzero])),
+        "uniform_loss": math.log(z.size),
+    }
 
-    fields: dict[str, Any] = {}
-    if y is not None:
-        fields.update(
-            target=y,
-            p_target=float(p[y]),
-            loss=float(losses[y]),  # -log_softmax(z)[y] = logsumexp(z) - z[y]
-            torch_loss=_torch_loss(z, y),
-        )
-    if reported is not None:
-        distance = np.abs(losses - reported)  # inf for -inf logits, never NaN (reported finite)
-        order = np.argsort(distance, kind="stable")
-        k, j = int(order[0]), int(order[1])
-        fields.update(
-            value=reported,
-            explained_by=k,
-            value_gap=float(losses[k] - reported),
-            next_closest=j,
-            next_gap=float(losses[j] - reported),
-        )
-    return Explanation(
-        logits=tuple(z.tolist()),
-        probabilities=tuple(p.tolist()),
-        losses=tuple(losses.tolist()),
-        predicted=top,
-        p_predicted=float(p[top]),
-        runner_up=second,
-        margin=float(p[top] - p[second]),
-        logit_margin=float(z[top] - z[second]),
-        entropy=entropy,
-        uniform_loss=math.log(c),
-        labels=names,
-        **fields,
-    )
+
+def _target_fields(
+    z: np.ndarray, log_p: np.ndarray, target: int, torch_reference: bool
+) -> dict[str, Any]:
+    """The true class, its probability, ``-ln p(target)`` and PyTorch's value of it."""
+    return {
+        "target": target,
+        "p_target": float(np.exp(log_p[target])),
+        "loss": float(-log_p[target]),  # -log_softmax(z)[y] = logsumexp(z) - z[y]
+        "torch_loss": _torch_loss(z, target) if torch_reference else None,
+    }
+
+
+def _value_fields(losses: np.ndarray, reported: float) -> dict[str, Any]:
+    """The class whose ``-ln p_k`` is closest to a reported loss, and the next closest."""
+    distance = np.abs(losses - reported)  # inf for -inf logits, never NaN (reported finite)
+    order = np.argsort(distance, kind="stable")
+    k, j = int(order[0]), int(order[1])
+    return {
+        "value": reported,
+        "explained_by": k,
+        "value_gap": float(losses[k] - reported),
+        "next_closest": j,
+        "next_gap": float(losses[j] - reported),
+    }
 
 
 def _torch_loss(z: np.ndarray, target: int) -> float:

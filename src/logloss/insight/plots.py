@@ -11,7 +11,10 @@ Figures (the article's order):
 - :func:`before_after_figure`: one sample's softmax before and after training;
 - :func:`training_curves_figure`: loss and accuracy per epoch with the ``ln C`` line;
 - :func:`loss_concentration_figure`: how much of the loss the worst samples carry;
-- :func:`reliability_figure`, :func:`confusion_figure`, :func:`examples_figure`.
+- :func:`concentration_figure`: the same from a streamed evaluation's exact points;
+- :func:`per_class_figure`: mean loss per true class;
+- :func:`reliability_figure`, :func:`confusion_figure`, :func:`examples_figure` (tiles in
+  :func:`grid_columns` columns, so that no row holds a single tile).
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from matplotlib.patches import Patch
 
 from logloss._atomic import write_bytes_atomic
 from logloss.activations import sigmoid, softmax
-from logloss.insight.diagnostics import Examples, Reliability, loss_concentration
+from logloss.insight.binning import Reliability
+from logloss.insight.evaluation import Examples, loss_concentration
 from logloss.insight.explain import explain
 from logloss.likelihood import log_likelihood, mle
 
@@ -304,13 +308,26 @@ def loss_concentration_figure(losses: np.ndarray, *, worst_fraction: float = 0.0
     """Share of the total loss carried by the worst x% of samples (a Lorenz curve of the loss)."""
     x, share = loss_concentration(losses)
     k = max(1, math.ceil(worst_fraction * len(losses)))
+    return concentration_figure(x, share, marked=(x[k], share[k]), worst_fraction=worst_fraction)
+
+
+def concentration_figure(
+    x: np.ndarray,
+    share: np.ndarray,
+    *,
+    marked: tuple[float, float],
+    worst_fraction: float = 0.01,
+) -> Figure:
+    """The Lorenz curve ``(x, share)`` (fractions, worst first) with the point ``marked``:
+    (the worst fraction's share of the samples, its share of the loss)."""
     figure, (axis,) = new_figure(5, 3.4)
+    at_x, at_share = 100 * marked[0], 100 * marked[1]
     axis.plot(100 * x, 100 * share, color=TRAIN_COLOR, label="sorted worst first")
     axis.plot([0, 100], [0, 100], color=REFERENCE_COLOR, linestyle=":", label="every sample equal")
-    axis.plot([100 * x[k]], [100 * share[k]], "o", color=WRONG_COLOR)
+    axis.plot([at_x], [at_share], "o", color=WRONG_COLOR)
     axis.annotate(
-        f"the worst {100 * worst_fraction:g}% of samples\ncarry {100 * share[k]:.1f}% of the loss",
-        (100 * x[k], 100 * share[k]),
+        f"the worst {100 * worst_fraction:g}% of samples\ncarry {at_share:.1f}% of the loss",
+        (at_x, at_share),
         xytext=(0.3, 0.25),
         textcoords="axes fraction",
         arrowprops={"arrowstyle": "->", "color": REFERENCE_COLOR},
@@ -322,6 +339,49 @@ def loss_concentration_figure(losses: np.ndarray, *, worst_fraction: float = 0.0
     axis.set_title("where the remaining loss lives")
     axis.legend(loc="lower right")
     return figure
+
+
+def per_class_figure(
+    class_loss: np.ndarray,
+    class_count: np.ndarray,
+    *,
+    labels: Sequence[str] | None = None,
+    uniform_loss: float | None = None,
+) -> Figure:
+    """Mean loss per true class as bars (classes absent from the data are left out; above 40
+    classes, the 40 with the largest mean loss), with the ``ln C`` line of a uniform guess."""
+    present = np.flatnonzero(np.asarray(class_count) > 0)
+    if len(present) > 40:  # too many bars to read: the 40 with the largest mean loss
+        present = present[np.argsort(-np.asarray(class_loss)[present], kind="stable")[:40]]
+    names = [str(k) if labels is None else str(labels[k]) for k in present]
+    figure, (axis,) = new_figure(9, 3.4)
+    axis.bar(np.arange(len(present)), np.asarray(class_loss)[present], color=TRAIN_COLOR)
+    if uniform_loss is not None:
+        axis.axhline(
+            uniform_loss, color=WRONG_COLOR, linestyle="--", label=f"ln C = {uniform_loss:.3f}"
+        )
+        axis.legend(loc="upper right")
+    axis.set_xticks(np.arange(len(present)), names, rotation=90 if len(present) > 12 else 0)
+    axis.set_xlabel("true class")
+    axis.set_ylabel("mean -ln p(true), nats")
+    axis.set_title("where the loss lives, per class")
+    return figure
+
+
+def grid_columns(count: int, widest: int) -> int:
+    """Columns for a grid of ``count`` tiles, at most ``widest``, leaving no row with a single
+    tile: the largest ``c <= widest`` with ``count mod c != 1`` (16 tiles in at most 5
+    columns: 4).
+
+    >>> grid_columns(16, 5), grid_columns(15, 5), grid_columns(1, 5), grid_columns(6, 5)
+    (4, 5, 1, 4)
+    """
+    if count <= widest:
+        return max(count, 1)
+    for columns in range(widest, 1, -1):
+        if count % columns != 1:
+            return columns
+    return widest
 
 
 # How the reliability diagram's bars look, for the bars and their legend entries alike.
@@ -404,7 +464,8 @@ def confusion_figure(confusion: np.ndarray, *, labels: Sequence[str] | None = No
 def montage(
     images: np.ndarray, index: np.ndarray, columns: int, gap: int = 2, label: int = 0
 ) -> np.ndarray:
-    """Tile ``images[index]`` (each (H, W)) into one array, row by row, zeros between tiles.
+    """Tile ``images[index]`` (each (H, W) or (H, W, 3)) into one array, row by row, zeros
+    between tiles.
 
     Tile ``j`` sits at rows ``r * (H + label + gap) + label ...`` and columns
     ``c * (W + gap) ...`` with ``r, c = divmod(j, columns)``: ``label`` empty rows above each
@@ -418,7 +479,8 @@ def montage(
     rows = max(1, math.ceil(count / columns))
     cols = min(columns, max(count, 1))
     pitch_y, pitch_x = h + label + gap, w + gap
-    canvas = np.zeros((rows * pitch_y - gap, cols * pitch_x - gap), dtype=images.dtype)
+    shape = (rows * pitch_y - gap, cols * pitch_x - gap, *images.shape[3:])  # (H', W'[, 3])
+    canvas = np.zeros(shape, dtype=images.dtype)
     for j, k in enumerate(index):
         r, c = divmod(j, columns)
         top, left = r * pitch_y + label, c * pitch_x
@@ -427,7 +489,12 @@ def montage(
 
 
 def examples_figure(
-    images: np.ndarray, examples: Examples, *, title: str, columns: int = 8
+    images: np.ndarray,
+    examples: Examples,
+    *,
+    title: str,
+    columns: int = 8,
+    labels: Sequence[str] | None = None,
 ) -> Figure:
     """A grid of samples (the hardest, the most confident mistakes) with p(true) over each.
 
@@ -437,10 +504,12 @@ def examples_figure(
     inches wide, so a page that shows it at its natural size keeps the captions readable.
 
     Args:
-        images: (N, H, W) uint8, the whole evaluated split (indexed by ``examples.index``).
-        examples: the ranked selection from :mod:`logloss.diagnostics`.
+        images: (N, H, W) or (N, H, W, 3) uint8, the whole evaluated split (indexed by
+            ``examples.index``; a memory-mapped file is read only at those rows).
+        examples: the ranked selection from :mod:`logloss.insight.diagnostics`.
         title: the figure's title.
         columns: images per row.
+        labels: class names for the captions (default: the class indices).
     """
     count = len(examples.index)
     h, w = images.shape[1:3]
@@ -454,15 +523,19 @@ def examples_figure(
         axis.text(0.5, 0.5, "none", ha="center", va="center", transform=axis.transAxes)
         return figure
     grid = montage(images, examples.index, columns, gap=2, label=label)
-    axis.imshow(grid, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest", aspect="equal")
+    if grid.ndim == 3:  # colour: as stored, on black between tiles
+        axis.imshow(grid, interpolation="nearest", aspect="equal")
+    else:
+        axis.imshow(grid, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest", aspect="equal")
+    name = (lambda k: str(k)) if labels is None else (lambda k: str(labels[k]))
     for j in range(count):
         r, c = divmod(j, columns)
         wrong = examples.predicted[j] != examples.target[j]
         axis.text(
             c * (w + 2) + w / 2,
             r * (h + label + 2) + label - 1,
-            f"#{examples.index[j]} true {examples.target[j]}\n"
-            f"pred {examples.predicted[j]} p(true) {examples.p_true[j]:.2g}",
+            f"#{examples.index[j]} true {name(examples.target[j])}\n"
+            f"pred {name(examples.predicted[j])} p(true) {examples.p_true[j]:.2g}",
             ha="center",
             va="bottom",
             fontsize=CAPTION_POINTS,

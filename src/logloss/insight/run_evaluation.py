@@ -10,45 +10,42 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from logloss.insight.diagnostics import DEFAULT_BINS, DEFAULT_TOP_K, Evaluation, evaluate_logits
+from logloss.insight.diagnostics import DEFAULT_BINS, DEFAULT_TOP_K, evaluate_logits
+from logloss.insight.result import EvaluationResult
 from logloss.training.checkpoint import Checkpoint, load_checkpoint
 from logloss.training.splits import run_arrays
 
 
 @dataclass(frozen=True)
-class SplitEvaluation:
-    """:class:`Evaluation` of a checkpoint on one split, with what figures and reports need.
+class SplitEvaluation(EvaluationResult):
+    """:class:`EvaluationResult` of a checkpoint on one split, with the model's logits.
 
     ``images`` (N, H, W) uint8 and ``logits`` (N, C) float32 are the split and the model's one
     forward pass over it; ``timings`` gives seconds per stage (``data``, ``forward``,
-    ``diagnostics``, and ``total``).
+    ``diagnostics``, and ``total``); ``source`` names the checkpoint, its weights, the dataset
+    and the split.
     """
 
-    evaluation: Evaluation
-    dataset: str
-    split: str
-    which: str
-    directory: Path
-    classes: tuple[str, ...]
-    images: np.ndarray = field(repr=False)
-    logits: np.ndarray = field(repr=False)
-    timings: dict[str, float]
+    logits: np.ndarray | None = field(default=None, repr=False)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: where the numbers come from, then :meth:`Evaluation.to_dict`."""
-        return {
-            "checkpoint": str(self.directory),
-            "weights": self.which,
-            "dataset": self.dataset,
-            "split": self.split,
-            "classes": list(self.classes),
-            **self.evaluation.to_dict(),
-            "timings": {k: round(v, 6) for k, v in self.timings.items()},
-        }
+    @property
+    def dataset(self) -> str:
+        return str(self.source["dataset"])
+
+    @property
+    def split(self) -> str:
+        return str(self.source["split"])
+
+    @property
+    def which(self) -> str:
+        return str(self.source["weights"])
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.source["checkpoint"])
 
 
 def evaluate_checkpoint(
@@ -60,6 +57,7 @@ def evaluate_checkpoint(
     download: bool = True,
     calibrate: bool = True,
     n_bins: int = DEFAULT_BINS,
+    binning: str = "uniform",
     top_k: int = DEFAULT_TOP_K,
 ) -> SplitEvaluation:
     """Run a checkpoint once over a split and compute every diagnostic from the logits.
@@ -75,7 +73,7 @@ def evaluate_checkpoint(
         data_dir: where the dataset is (see :func:`logloss.data.load_dataset`).
         download: whether a missing dataset may be downloaded.
         calibrate: fit the temperature on the validation split.
-        n_bins, top_k: as in :func:`evaluate_logits`.
+        n_bins, binning, top_k: as in :func:`evaluate_logits`.
     """
     started = time.perf_counter()
     if not isinstance(checkpoint, Checkpoint):
@@ -99,23 +97,34 @@ def evaluate_checkpoint(
         validation_logits=fit_logits,
         validation_target=None if validation is None else validation[1].astype(np.int64),
         n_bins=n_bins,
+        binning=binning,
         top_k=top_k,
     )
     done = time.perf_counter()
     return SplitEvaluation(
         evaluation=evaluation,
-        dataset=config.dataset,
-        split=split,
-        which=checkpoint.which,
-        directory=Path(checkpoint.directory),
         classes=tuple(checkpoint.classes),
+        source=checkpoint_source(checkpoint, split),
+        notes=() if calibrate else ("temperature scaling skipped (--no-calibration)",),
         images=images,
         logits=logits,
-        timings={
-            "load_checkpoint": loaded - started,
-            "data": read - loaded,
-            "forward": forward - read,
-            "diagnostics": done - forward,
-            "total": done - started,
-        },
+        timings=dict(
+            zip(
+                ("load_checkpoint", "data", "forward", "diagnostics"),
+                np.diff([started, loaded, read, forward, done]).tolist(),
+                strict=True,
+            ),
+            total=done - started,
+        ),
     )
+
+
+def checkpoint_source(checkpoint: Checkpoint, split: str) -> dict[str, str]:
+    """The JSON's ``source`` of a checkpoint evaluated on ``split``."""
+    return {
+        "type": "checkpoint",
+        "checkpoint": str(checkpoint.directory),
+        "weights": checkpoint.which,
+        "dataset": checkpoint.config.dataset,
+        "split": split,
+    }
