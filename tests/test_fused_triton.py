@@ -1,6 +1,6 @@
 """The Triton kernel of ``logloss.fused`` (CUDA), run on the CPU by Triton's interpreter.
 
-``fused.cross_entropy`` sends CUDA tensors to ``_fused_triton.rows``.  Without a GPU, Triton's
+``fused.cross_entropy`` sends CUDA tensors to ``triton_kernel.rows``.  Without a GPU, Triton's
 interpreter (``TRITON_INTERPRET=1``) runs the same kernel on CPU tensors, one program at a time,
 with NumPy: slow, but the kernel's arithmetic, masks and loops are the ones a GPU would run.
 Triton is ~1 GB installed, so it is not a dev dependency: these tests skip where it is absent
@@ -19,16 +19,16 @@ import torch.nn.functional as F
 os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton", reason="Triton is not installed (pip install triton)")
 
-from logloss import _fused_triton
-from logloss.fused import RowOptions
+from logloss.fused import triton_kernel
+from logloss.fused.rows import RowOptions
 
 
 @pytest.fixture(autouse=True)
 def interpreted_kernel():
     """The kernel decorated under TRITON_INTERPRET=1 (rebuilt for these tests, then dropped)."""
-    _fused_triton._kernel.cache_clear()
+    triton_kernel._kernel.cache_clear()
     yield
-    _fused_triton._kernel.cache_clear()
+    triton_kernel._kernel.cache_clear()
 
 
 def reference(z, target, eps, scale):
@@ -59,7 +59,7 @@ def test_triton_rows_match_pytorch(dtype, n, c, eps, inplace) -> None:
     loss = torch.empty(n)
     grad = z.clone() if inplace else torch.empty_like(z)
     scale = torch.tensor(0.25)  # on CUDA the mean's 1/N_valid is a device tensor
-    _fused_triton.rows(grad if inplace else z, target, grad, loss, RowOptions(-100, eps, scale))
+    triton_kernel.rows(grad if inplace else z, target, grad, loss, RowOptions(-100, eps, scale))
     expected_loss, expected_grad = reference(z, target, eps, 0.25)
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(
@@ -81,6 +81,6 @@ def test_triton_rows_without_gradient_leave_the_logits_alone() -> None:
     before = z.clone()
     loss = torch.empty(4)
     target = torch.tensor([1, 2, -100, 49])
-    _fused_triton.rows(z, target, None, loss, RowOptions(-100, 0.0, 1.0))
+    triton_kernel.rows(z, target, None, loss, RowOptions(-100, 0.0, 1.0))
     assert torch.equal(z, before)
     torch.testing.assert_close(loss.double(), reference(z, target, 0.0, 1.0)[0])

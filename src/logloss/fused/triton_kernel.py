@@ -1,20 +1,19 @@
-"""Triton kernel for ``logloss.fused`` on CUDA (imported only when logits are on a CUDA device).
+"""Triton row kernel of ``logloss.fused`` (imported only for logits on a CUDA device).
 
 One program per row: an online max/sum over column blocks gives logsumexp, a second sweep over
 the (cached) row writes dL/dz = s (softmax - (1 - eps) onehot - eps/C).  Same math as
-``_fused_kernel.c``.  Not run on a GPU yet (none was available): checked on the CPU by Triton's
+``_kernel.c``.  Not run on a GPU yet (none was available): checked on the CPU by Triton's
 interpreter against PyTorch (tests/test_fused_triton.py, which skips where Triton is absent).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:
-    from logloss.fused import RowOptions
+from logloss.fused.rows import RowOptions
 
 
 @functools.lru_cache(maxsize=1)
@@ -100,7 +99,7 @@ def rows(
         g,
         g.stride(0),
         target,
-        loss,  # float32: fused._loss_rows for the float16/bfloat16/float32 logits sent here
+        loss,  # float32: linear.loss_rows_like for the float16/bfloat16/float32 logits sent here
         scale_t,
         c,
         opts.ignore_index,
