@@ -39,7 +39,7 @@ CFLAGS = (
     "-shared",
     "-pthread",
 )
-C_DTYPES = {torch.float32: 0, torch.bfloat16: 1}  # dtype codes of logloss_ce_forward
+C_DTYPES = {torch.float32: 0, torch.bfloat16: 1}  # dtype codes of logloss_ce_rows
 STREAM_MIN_BYTES = 1 << 25  # gradients from 32 MiB on bypass the caches (streaming stores)
 PORTABLE_ONLY = False  # tests set this to check the portable C loops on AVX-512 machines too
 
@@ -92,8 +92,22 @@ def build_kernel(directory: Path) -> Path:
     return target
 
 
+class CeArgs(ctypes.Structure):
+    """The C kernel's ``ce_args_t``, field by field (see ``_kernel.c``)."""
+
+    _fields_ = [
+        *((name, ctypes.c_void_p) for name in ("x", "g", "target", "probs", "weight")),
+        *((name, ctypes.c_void_p) for name in ("loss", "lse_out", "lse_in")),
+        *((name, ctypes.c_int64) for name in ("ldx", "ldg", "ldp", "n", "c")),
+        *((name, ctypes.c_int64) for name in ("ignore_index", "n_classes")),
+        *((name, ctypes.c_float) for name in ("smoothing", "scale", "z_loss", "z_scale")),
+        ("softcap", ctypes.c_float),
+        *((name, ctypes.c_int32) for name in ("dtype", "nthreads", "flags")),
+    ]
+
+
 def load_kernel() -> Any:
-    """The ctypes entry point ``logloss_ce_forward``, or None (with one warning) if unavailable."""
+    """The ctypes entry point ``logloss_ce_rows``, or None (with one warning) if unavailable."""
     global _kernel, _error
     if _kernel is not None:
         return _kernel or None
@@ -102,9 +116,8 @@ def load_kernel() -> Any:
             return _kernel or None
         try:
             lib = ctypes.CDLL(str(build_kernel(cache_dir())))
-            fn = lib.logloss_ce_forward
-            p, i64, f32, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
-            fn.argtypes = [p, i64, p, i64, p, i64, i64, i64, f32, f32, p, i32, i32, i32]
+            fn = lib.logloss_ce_rows
+            fn.argtypes = [ctypes.POINTER(CeArgs)]
             fn.restype = ctypes.c_int
             fn.avx512 = bool(lib.logloss_ce_avx512())  # the float32 rows' implementation
             _kernel = fn
@@ -137,35 +150,53 @@ def rows_c(
     grad: torch.Tensor | None,
     loss: torch.Tensor,
     opts: RowOptions,
+    lse_out: torch.Tensor | None = None,
+    lse_in: torch.Tensor | None = None,
 ) -> None:
-    """C kernel on float32 or bfloat16 rows with unit column stride; ``grad`` may be ``z``."""
+    """C kernel on float32 or bfloat16 rows with unit column stride; ``grad`` may be ``z``.
+
+    ``target``: (n,) int64, or (n, c) float32 probabilities with unit column stride; the
+    weights, ``loss`` and the lse vectors: contiguous float32 (the public functions see to it).
+    """
     n, c = z.shape
-    status = fn(
-        z.data_ptr(),
-        z.stride(0),
-        0 if grad is None else grad.data_ptr(),
-        0 if grad is None else grad.stride(0),
-        target.data_ptr(),
-        n,
-        c,
-        opts.ignore_index,
-        opts.smoothing,
-        float(opts.scale),
-        loss.data_ptr(),
-        C_DTYPES[z.dtype],
-        torch.get_num_threads(),
-        kernel_flags(grad),
+    probs = target.is_floating_point()
+    args = CeArgs(
+        x=z.data_ptr(),
+        g=None if grad is None else grad.data_ptr(),
+        target=None if probs else target.data_ptr(),
+        probs=target.data_ptr() if probs else None,
+        weight=None if opts.weight is None else opts.weight.data_ptr(),
+        loss=loss.data_ptr(),
+        lse_out=None if lse_out is None else lse_out.data_ptr(),
+        lse_in=None if lse_in is None else lse_in.data_ptr(),
+        ldx=z.stride(0),
+        ldg=0 if grad is None else grad.stride(0),
+        ldp=target.stride(0) if probs else 0,
+        n=n,
+        c=c,
+        ignore_index=opts.ignore_index,
+        n_classes=opts.n_classes or c,
+        smoothing=opts.smoothing,
+        scale=float(opts.scale),
+        z_loss=opts.z_loss,
+        z_scale=float(opts.z_scale),
+        softcap=opts.softcap or 0.0,
+        dtype=C_DTYPES[z.dtype],
+        nthreads=torch.get_num_threads(),
+        flags=kernel_flags(grad, opts.shard),
     )
+    status = fn(ctypes.byref(args))
     if status == -2:
-        raise MemoryError(f"logloss.fused: no memory for a {c}-float scratch row")
+        raise MemoryError(f"logloss.fused: no memory for the {c}-float scratch rows")
     if status < 0:
         raise RuntimeError(f"logloss.fused: the C kernel rejected dtype {z.dtype}")
 
 
-def kernel_flags(grad: torch.Tensor | None) -> int:
-    """Flags of ``logloss_ce_forward``: 1 keeps to the portable C loops (``PORTABLE_ONLY``, for
-    tests), 2 streams a gradient of at least ``STREAM_MIN_BYTES`` past the caches."""
-    flags = 1 if PORTABLE_ONLY else 0
+def kernel_flags(grad: torch.Tensor | None, shard: bool = False) -> int:
+    """Flags of ``logloss_ce_rows``: 1 keeps to the portable C loops (``PORTABLE_ONLY``, for
+    tests), 2 streams a gradient of at least ``STREAM_MIN_BYTES`` past the caches, 4 reads
+    targets outside [0, c) as classes of another shard."""
+    flags = (1 if PORTABLE_ONLY else 0) | (4 if shard else 0)
     if grad is not None and grad.numel() * grad.element_size() >= STREAM_MIN_BYTES:
         flags |= 2
     return flags

@@ -61,35 +61,50 @@ def compute_rows(
     grad: torch.Tensor | None,
     loss: torch.Tensor,
     opts: RowOptions,
+    lse_out: torch.Tensor | None = None,
+    lse_in: torch.Tensor | None = None,
 ) -> None:
-    """Loss rows (n,) of ``z`` (n, C), and the gradient into ``grad`` (may be ``z``), with the
-    fastest backend for its device and dtype."""
+    """The row kernel of :mod:`.rows` on ``z`` (n, C) with the fastest backend for its device
+    and dtype: loss rows into ``loss``, the lse into ``lse_out``, the gradient into ``grad``
+    (which may be ``z``); ``lse_in`` replaces the computed lse."""
     if z.is_cuda and z.dtype in FAST_DTYPES and triton_available():
         from logloss.fused import triton_kernel  # optional dependency, CUDA only
 
-        triton_kernel.rows(z, target, grad, loss, opts)
+        triton_kernel.rows(z, target, grad, loss, opts, lse_out, lse_in)
         return
     fn = None
     if z.device.type == "cpu" and z.dtype in FAST_DTYPES and backend_override() == "auto":
         fn = cpu_kernel.load_kernel()
+    chunks = row_chunks(z.shape[0], z.shape[1])
     if fn is None:
-        for r0, r1 in row_chunks(z.shape[0], z.shape[1]):
+        for r0, r1 in chunks:
             g = None if grad is None else grad[r0:r1]
-            rows_torch(z[r0:r1], target[r0:r1], g, loss[r0:r1], opts)
+            rows_torch(
+                z[r0:r1], target[r0:r1], g, loss[r0:r1], opts, *_part(lse_out, lse_in, r0, r1)
+            )
         return
-    if (
-        z.dtype in cpu_kernel.C_DTYPES
-        and z.stride(1) == 1
-        and (grad is None or grad.stride(1) == 1)
-    ):
-        cpu_kernel.rows_c(fn, z, target, grad, loss, opts)
+    if z.dtype in cpu_kernel.C_DTYPES and _unit_stride(z, grad, target):
+        cpu_kernel.rows_c(fn, z, target, grad, loss, opts, lse_out, lse_in)
         return
     # float16 (or strided) rows: through a float32 scratch chunk, accumulate in float32
-    chunks = row_chunks(z.shape[0], z.shape[1])
     scratch = torch.empty(chunks[0][1] - chunks[0][0], z.shape[1], dtype=torch.float32)
     for r0, r1 in chunks:
         buf = scratch[: r1 - r0]
         buf.copy_(z[r0:r1])
-        cpu_kernel.rows_c(fn, buf, target[r0:r1], None if grad is None else buf, loss[r0:r1], opts)
+        g = None if grad is None else buf
+        t = target[r0:r1] if target.ndim == 1 else target[r0:r1].contiguous()
+        cpu_kernel.rows_c(fn, buf, t, g, loss[r0:r1], opts, *_part(lse_out, lse_in, r0, r1))
         if grad is not None:
             grad[r0:r1].copy_(buf)
+
+
+def _unit_stride(z: torch.Tensor, grad: torch.Tensor | None, target: torch.Tensor) -> bool:
+    """Whether the C kernel can take the rows as they are (unit stride along classes)."""
+    tensors = [z, *([] if grad is None else [grad]), *([target] if target.ndim == 2 else [])]
+    return all(t.stride(1) == 1 or t.shape[1] == 1 for t in tensors)
+
+
+def _part(
+    lse_out: torch.Tensor | None, lse_in: torch.Tensor | None, r0: int, r1: int
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    return (None if lse_out is None else lse_out[r0:r1], None if lse_in is None else lse_in[r0:r1])

@@ -3,10 +3,22 @@ and the three gradients it contributes to, without the (N, V) logits ever existi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from logloss.fused.dispatch import compute_rows
 from logloss.fused.rows import RowOptions, accumulator_dtype
+
+
+@dataclass(frozen=True)
+class LinearPlan:
+    """How the pass runs: rows per chunk, the dtype the weight and bias gradients accumulate in
+    over the chunks (None: theirs), the dtype of the returned loss."""
+
+    chunk: int
+    accum_dtype: torch.dtype | None
+    out_dtype: torch.dtype
 
 
 def default_chunk_rows(n: int, h: int, v: int) -> int:
@@ -20,9 +32,16 @@ def default_chunk_rows(n: int, h: int, v: int) -> int:
     return max(16, min(max(n, 1), 1 << max(rows.bit_length() - 1, 0)))
 
 
-def loss_rows_like(x: torch.Tensor) -> torch.Tensor:
-    """(N,) per-row loss buffer in the accumulator dtype of ``x``."""
+def rows_like(x: torch.Tensor) -> torch.Tensor:
+    """An (N,) per-row buffer (loss or lse) in the accumulator dtype of ``x``."""
     return torch.empty(x.shape[0], dtype=accumulator_dtype(x), device=x.device)
+
+
+def _accumulator(t: torch.Tensor | None, needed: bool, dtype: torch.dtype | None):
+    """A zeroed gradient accumulator like ``t`` (in ``dtype`` if given), or None."""
+    if t is None or not needed:
+        return None
+    return torch.zeros(t.shape, dtype=dtype or t.dtype, device=t.device)
 
 
 def linear_pass(
@@ -31,43 +50,63 @@ def linear_pass(
     bias: torch.Tensor | None,
     target: torch.Tensor,
     opts: RowOptions,
-    chunk: int,
-    loss_rows: torch.Tensor | None,
+    plan: LinearPlan,
+    outs: tuple[torch.Tensor | None, torch.Tensor | None],
     row_scale: torch.Tensor | None,
     needs: tuple[bool, bool, bool],
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """One pass over row chunks: loss rows and d loss/d (hidden, weight, bias).
+    """One pass over row chunks: loss rows and lse into ``outs`` (either may be None), and
+    d loss/d (hidden, weight, bias).
 
     Per chunk of rows: z = h W^T + b (rows, V); z <- scale * dL/dz in place (times ``row_scale``
-    (N,) if given: reduction='none' backward); grad_h = z W; grad_W += z^T h; grad_b += sum z.
-    With no gradient needed, one matrix product per chunk and no gradient buffers.  ``weight``
-    may have any strides (a transposed or tied matrix is used as it is, not copied).
+    (N,) if given: reduction='none' backward); grad_h = z W; grad_W += z^T h; grad_b += sum z
+    (grad_W and grad_b in ``plan.accum_dtype``).  With no gradient needed, one matrix product
+    per chunk and no gradient buffers.  ``weight`` may have any strides (a transposed or tied
+    matrix is used as it is, not copied).
     """
     n, v = hidden.shape[0], weight.shape[0]
     grad_h = torch.empty_like(hidden) if needs[0] else None
-    grad_w = torch.zeros_like(weight) if needs[1] else None
-    grad_b = torch.zeros_like(bias) if needs[2] and bias is not None else None
+    grad_w = _accumulator(weight, needs[1], plan.accum_dtype)
+    grad_b = _accumulator(bias, needs[2], plan.accum_dtype)
     want_grad = any(needs)
-    if loss_rows is None:
-        loss_rows = loss_rows_like(hidden)
-    z_buf = torch.empty(min(chunk, n), v, dtype=hidden.dtype, device=hidden.device)
-    for r0 in range(0, n, chunk):
-        r1 = min(n, r0 + chunk)
+    loss_rows = rows_like(hidden) if outs[0] is None else outs[0]
+    lse = outs[1]
+    z_buf = torch.empty(min(plan.chunk, n), v, dtype=hidden.dtype, device=hidden.device)
+    for r0 in range(0, n, plan.chunk):
+        r1 = min(n, r0 + plan.chunk)
         h = hidden[r0:r1]  # (rows, H)
         z = z_buf[: r1 - r0]  # (rows, V)
         if bias is None:
             torch.mm(h, weight.t(), out=z)
         else:
             torch.addmm(bias, h, weight.t(), out=z)
-        compute_rows(z, target[r0:r1], z if want_grad else None, loss_rows[r0:r1], opts)
+        lse_rows = None if lse is None else lse[r0:r1]
+        grad = z if want_grad else None
+        compute_rows(z, target[r0:r1], grad, loss_rows[r0:r1], opts, lse_out=lse_rows)
         if not want_grad:
             continue
         if row_scale is not None:
             z.mul_(row_scale[r0:r1].to(z.dtype).unsqueeze(1))
         if grad_h is not None:
             torch.mm(z, weight, out=grad_h[r0:r1])
-        if grad_w is not None:
+        _accumulate(grad_w, grad_b, z, h)
+    return grad_h, _cast(grad_w, weight), _cast(grad_b, bias)
+
+
+def _accumulate(
+    grad_w: torch.Tensor | None, grad_b: torch.Tensor | None, z: torch.Tensor, h: torch.Tensor
+) -> None:
+    """grad_W += z^T h and grad_b += sum_rows z, in the accumulators' dtype (the products in
+    the chunk's, then added: a bfloat16 weight's gradient sums its chunks in float32)."""
+    if grad_w is not None:
+        if grad_w.dtype == z.dtype:
             grad_w.addmm_(z.t(), h)
-        if grad_b is not None:
-            grad_b.add_(z.sum(dim=0))
-    return grad_h, grad_w, grad_b
+        else:
+            grad_w.add_(torch.mm(z.t(), h))
+    if grad_b is not None:
+        grad_b.add_(z.sum(dim=0, dtype=grad_b.dtype))
+
+
+def _cast(grad: torch.Tensor | None, like: torch.Tensor | None) -> torch.Tensor | None:
+    """The accumulated gradient in its parameter's dtype."""
+    return None if grad is None else grad.to(like.dtype)

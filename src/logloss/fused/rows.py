@@ -1,11 +1,35 @@
 """The row-kernel contract of ``logloss.fused``, and its reference implementation in torch.
 
-A row kernel takes logits ``z`` (n, C), class-index targets (n,) and a :class:`RowOptions`, and
-writes each row's loss into ``loss`` (n,) and, when ``grad`` is given, the gradient of
-``sum_i scale * loss_i`` into ``grad`` (n, C) (which may be ``z`` itself):
+A row kernel takes logits ``z`` (n, c), targets and a :class:`RowOptions`; it writes each row's
+loss into ``loss`` (n,), optionally its log-sum-exp into ``lse_out`` (n,) and, when ``grad`` is
+given, d(sum_i scale loss_i + z_scale z_loss lse_i^2)/dz into ``grad`` (n, c) (which may be ``z``
+itself).  Targets are class indices (n,) int64 or class probabilities (n, c) float32.  With
+eps the label smoothing, C = ``n_classes`` (default c), w the class weights (1 without) and
+q_i the one-hot of the target t_i or the row of probabilities:
 
-    loss_i = logsumexp(z_i) - (1 - eps) z_{i,t_i} - eps/C sum_j z_ij        (0 if t_i ignored)
-    g_ij   = scale (softmax(z_i)_j - (1 - eps) [j == t_i] - eps/C)          (0 if t_i ignored)
+    z'_ij  = cap tanh(z_ij / cap)   with a softcap, else z_ij
+    lse_i  = logsumexp_j z'_ij      (or ``lse_in[i]`` when given)
+    q'_ij  = (1 - eps) q_ij + eps / C,        A_i = sum_j w_j q'_ij
+    loss_i = A_i lse_i - sum_j w_j q'_ij z'_ij = sum_j w_j q'_ij (lse_i - z'_ij)
+    g_ij   = [(scale A_i + 2 z_loss z_scale lse_i) p_ij - scale w_j q'_ij] dz'_ij/dz_ij
+
+with p_ij = exp(z'_ij - lse_i) and dz'/dz = 1 - (z'/cap)^2.  A row whose target is
+``ignore_index`` gets loss 0, lse 0 and gradient 0.  The z-loss z_loss lse_i^2 is *not* in
+``loss``: the caller adds it from the lse (its mean divides by another count than the weighted
+cross-entropy's).  Without weights, softcap and probabilities this is
+``loss_i = lse_i - (1 - eps) z_it - eps/C sum_j z_ij``, ``torch.nn.functional.cross_entropy``.
+
+Three things a vocabulary-parallel loss (each process holds the columns [c0, c0 + c) of the
+logits, of C in all) builds on:
+
+(a) ``lse_out``: each row's log-sum-exp over these columns (float32; float64 for float64 z).
+(b) ``lse_in``: a given lse per row (e.g. the global one, after an all-reduce of the shards'
+    lse), used instead of computing it: g = scale (exp(z - lse) - (1 - eps) [j == t] - eps/C),
+    with ``n_classes=C`` the full class count.
+(c) ``RowOptions(shard=True)``: a target outside [0, c) that is not ``ignore_index`` is a class
+    of another shard (no -z_t term, no one-hot entry here) instead of an error.  Shift the
+    targets by -c0 first.  With the global lse given, the shards' loss rows then add up to the
+    full row's loss (each holds A_k lse - its share of the linear part, and sum_k A_k = A).
 
 Every backend (the C kernel in ``cpu_kernel``, the Triton kernel in ``triton_kernel``, and
 :func:`rows_torch` here) implements exactly this; ``dispatch.compute_rows`` picks one.
@@ -22,12 +46,23 @@ ROW_CHUNK_ELEMENTS = 1 << 22  # rows per float32 scratch chunk: ~16 MiB of logit
 
 @dataclass(frozen=True)
 class RowOptions:
-    """What every row kernel needs besides its tensors: ``ignore_index``, the label smoothing eps
-    and the gradient pre-scale (1/N_valid for mean, 1 otherwise; a device tensor on CUDA)."""
+    """Everything a row kernel needs besides its tensors (validated by the public functions).
 
-    ignore_index: int
-    smoothing: float
-    scale: float | torch.Tensor
+    ``scale``/``z_scale``: the gradient pre-scales of the cross-entropy and the z-loss (a
+    device tensor on CUDA); ``weight``: (c,) float32 class weights on the rows' device;
+    ``softcap``: None or > 0; ``n_classes``: the C of eps/C (None: the rows' own c);
+    ``shard``: targets outside [0, c) belong to another shard (see (c) above).
+    """
+
+    ignore_index: int = -100
+    smoothing: float = 0.0
+    scale: float | torch.Tensor = 1.0
+    weight: torch.Tensor | None = None
+    z_loss: float = 0.0
+    z_scale: float | torch.Tensor = 1.0
+    softcap: float | None = None
+    n_classes: int | None = None
+    shard: bool = False
 
 
 def accumulator_dtype(z: torch.Tensor) -> torch.dtype:
@@ -41,36 +76,82 @@ def row_chunks(n: int, c: int) -> list[tuple[int, int]]:
     return [(r0, min(n, r0 + step)) for r0 in range(0, max(n, 1), step)]
 
 
+def _target_terms(
+    x: torch.Tensor, target: torch.Tensor, w: torch.Tensor | float, opts: RowOptions
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(A (n,), sum_j w_j q'_j z'_j (n,), dL/dz' minus its p part (n, c)) of the rows.
+
+    Products are plain, as PyTorch's: a zero coefficient times a -inf logit is NaN.
+    """
+    c = x.shape[1]
+    eps = opts.smoothing
+    eps_c = eps / (opts.n_classes or c)
+    if target.is_floating_point():  # (n, c) probabilities
+        wq = ((1.0 - eps) * target.to(x.dtype) + eps_c) * w  # (n, c)
+        return wq.sum(dim=1), (wq * x).sum(dim=1), -wq
+    has_t = (target >= 0) & (target < c)  # (n,): a class of these columns
+    safe_t = target.where(has_t, 0).unsqueeze(1)  # (n, 1)
+    wt = w[safe_t.squeeze(1)] if torch.is_tensor(w) else torch.ones_like(x[:, 0])
+    wt = wt.where(has_t, 0.0)  # (n,)
+    total_w = w.sum() if torch.is_tensor(w) else float(c)
+    coef = (1.0 - eps) * wt + eps_c * total_w
+    lin = ((1.0 - eps) * wt * x.gather(1, safe_t).squeeze(1)).where(has_t, 0.0)
+    if eps > 0.0:  # skipped at 0, as PyTorch: 0 * sum(-inf) would be NaN
+        lin = lin + eps_c * (x * w).sum(dim=1)
+    rest = (-eps_c * w) * torch.ones_like(x)  # (n, c)
+    rest.scatter_add_(1, safe_t, (-(1.0 - eps) * wt).unsqueeze(1))
+    return coef, lin, rest
+
+
 def rows_torch(
     z: torch.Tensor,
     target: torch.Tensor,
     grad: torch.Tensor | None,
     loss: torch.Tensor,
     opts: RowOptions,
+    lse_out: torch.Tensor | None = None,
+    lse_in: torch.Tensor | None = None,
 ) -> None:
     """Reference math in torch (float32, or float64 for float64 z); ``grad`` may be ``z``."""
-    acc = accumulator_dtype(z)
-    eps, scale = opts.smoothing, float(opts.scale)
-    x = z.to(acc)  # (n, C)
-    c = x.shape[1]
-    ignored = target == opts.ignore_index  # (n,)
-    safe_t = target.masked_fill(ignored, 0).unsqueeze(1)  # (n, 1)
+    x = z.to(accumulator_dtype(z))  # (n, c)
+    if opts.softcap is not None:
+        x = opts.softcap * torch.tanh(x / opts.softcap)
     # softmax as exp(x - max) / sum, not exp(x - lse): x - max is exact for the entries that do
     # not underflow (Sterbenz), while lse is rounded at the logits' magnitude (2e-12 relative at
     # 1e4 in float64).  A +inf logit or an all -inf row gives NaN (inf - inf), as PyTorch's row.
-    top = x.amax(dim=1, keepdim=True)  # (n, 1)
-    e = torch.exp(x - top)  # (n, C)
+    shift = x.amax(dim=1, keepdim=True) if lse_in is None else lse_in.to(x).unsqueeze(1)
+    e = torch.exp(x - shift)  # (n, c)
     total = e.sum(dim=1, keepdim=True)  # (n, 1)
-    lse = (top + torch.log(total)).squeeze(1)  # (n,)
-    row = lse - (1.0 - eps) * x.gather(1, safe_t).squeeze(1)
-    if eps > 0.0:  # skipped at 0: 0 * sum(-inf) would be NaN
-        row = row - eps / c * x.sum(dim=1)
-    loss.copy_(row.masked_fill(ignored, 0.0))
+    if lse_in is not None:  # a NaN or +inf logit makes the row NaN, as when lse is computed
+        total = torch.where(total.isfinite(), 1.0, torch.nan)
+    lse = (shift + torch.log(total)).squeeze(1)  # (n,)
+    w = opts.weight.to(x) if opts.weight is not None else 1.0
+    coef, lin, rest = _target_terms(x, target, w, opts)
+    skip, bad = _row_flags(target, x.shape[1], opts)
+    _write_rows(loss, coef * lse - lin, skip, bad)
+    if lse_out is not None:
+        _write_rows(lse_out, lse, skip, bad)
     if grad is None:
         return
-    g = e.div_(total).mul_(scale)
-    if eps > 0.0:
-        g.sub_(scale * eps / c)
-    g.scatter_add_(1, safe_t, torch.full_like(safe_t, -scale * (1.0 - eps), dtype=acc))
-    g.masked_fill_(ignored.unsqueeze(1), 0.0)
-    grad.copy_(g)
+    p_coef = opts.scale * coef + (2.0 * opts.z_loss) * opts.z_scale * lse  # (n,)
+    g = e.div_(total).mul_(p_coef.unsqueeze(1)).add_(rest.mul_(opts.scale))
+    if opts.softcap is not None:
+        g.mul_(1.0 - (x / opts.softcap) ** 2)
+    _write_rows(grad, g, skip.unsqueeze(1), bad.unsqueeze(1))
+
+
+def _row_flags(target: torch.Tensor, c: int, opts: RowOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ignored rows, rows whose target is outside [0, c) without shard semantics) (n,)."""
+    if target.is_floating_point():
+        none = torch.zeros(target.shape[0], dtype=torch.bool, device=target.device)
+        return none, none
+    skip = target == opts.ignore_index
+    outside = (target < 0) | (target >= c)
+    return skip, outside & ~skip & (not opts.shard)
+
+
+def _write_rows(
+    out: torch.Tensor, rows: torch.Tensor, skip: torch.Tensor, bad: torch.Tensor
+) -> None:
+    """out = rows, with 0 on ignored rows and NaN on rows with a bad target (as the C kernel)."""
+    out.copy_(rows.masked_fill(skip, 0.0).masked_fill(bad, torch.nan))
