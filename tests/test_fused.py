@@ -2,12 +2,15 @@
 
 Values and gradients are compared with PyTorch in float64 (tolerance set by the input dtype),
 for the compiled C kernel (float32/float16/bfloat16 on CPU) and for the pure-torch path
-(float64, or forced with LOGLOSS_FUSED_BACKEND=torch).
+(float64, or forced with LOGLOSS_FUSED_BACKEND=torch).  With ``LOGLOSS_TEST_DEVICE=cuda``
+(benchmarks/gpu_check.py) the comparisons made through ``ours``/``linear_ours`` run the fused
+losses on the GPU (the Triton kernel) instead; the C-kernel tests stay on the CPU.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -21,6 +24,15 @@ from hypothesis import strategies as st
 from logloss import fused
 from logloss.fused import buffers, cpu_kernel, linear
 from logloss.fused.rows import RowOptions
+
+DEVICE = torch.device(os.environ.get("LOGLOSS_TEST_DEVICE", "cpu"))
+if DEVICE.type == "cuda" and not torch.cuda.is_available():
+    raise RuntimeError("LOGLOSS_TEST_DEVICE=cuda, but torch sees no CUDA device")
+
+
+def on_device(*tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
+    """The tensors on DEVICE (None stays None): where ``ours`` runs the fused losses."""
+    return [None if t is None else t.to(DEVICE) for t in tensors]
 
 
 @pytest.fixture(params=["native", "portable"])
@@ -87,10 +99,12 @@ def ours(
     grad_output: torch.Tensor | None = None,
     **kwargs: object,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    z = logits.detach().clone().requires_grad_()
+    z, target, grad_output = on_device(logits.detach().clone(), target, grad_output)
+    z.requires_grad_()
+    kwargs = {k: (v.to(DEVICE) if torch.is_tensor(v) else v) for k, v in kwargs.items()}
     loss = fused.cross_entropy(z, target, **kwargs)
     loss.backward(torch.ones_like(loss) if grad_output is None else grad_output.to(loss.dtype))
-    return loss.detach(), z.grad
+    return loss.detach().cpu(), z.grad.cpu()
 
 
 def assert_close(
@@ -374,10 +388,13 @@ def test_no_grad_forward() -> None:
 @pytest.mark.parametrize(
     ("logits", "target", "kwargs", "message"),
     [
-        (torch.randn(2, 3, 4), torch.zeros(2, dtype=torch.long), {}, r"2-D \(N, C\)"),
+        (torch.randn(2, 3, 4), torch.zeros(2, dtype=torch.long), {}, r"shape \(2, 4\) to match"),
+        (torch.randn(2, 3), torch.zeros(2, dtype=torch.long), {"class_dim": 2}, "class_dim=2"),
+        (torch.randn(2, 5, 3), torch.zeros(2, 5, dtype=torch.long), {}, "pass class_dim=-1"),
         (torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, dtype=torch.long), {}, "floating"),
         (torch.randn(2, 3), torch.zeros(3, dtype=torch.long), {}, r"shape \(2,\)"),
-        (torch.randn(2, 3), torch.zeros(2), {}, "integer class indices"),
+        (torch.randn(2, 3), torch.zeros(2), {}, "read as class probabilities"),
+        (torch.randn(2, 3), torch.zeros(2, dtype=torch.bool), {}, "integer class indices"),
         (torch.randn(2, 3), torch.tensor([0, 3]), {}, r"target value 3 at index \[1\]"),
         (torch.randn(2, 3), torch.tensor([0, -1]), {}, r"value -1 .* must be in \[0, 3\)"),
         (torch.randn(2, 3), torch.tensor([0, 1]), {"reduction": "avg"}, "reduction='avg' is not"),
@@ -502,11 +519,14 @@ def unfused(hidden, weight, bias, target, grad_output=None, **kwargs):
 
 
 def linear_ours(hidden, weight, bias, target, grad_output=None, **kwargs):
-    h, w = hidden.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
-    b = None if bias is None else bias.detach().clone().requires_grad_()
+    h, w, b, target, grad_output = on_device(hidden, weight, bias, target, grad_output)
+    h, w = h.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    b = None if b is None else b.detach().clone().requires_grad_()
+    kwargs = {k: (v.to(DEVICE) if torch.is_tensor(v) else v) for k, v in kwargs.items()}
     loss = fused.linear_cross_entropy(h, w, target, bias=b, **kwargs)
     loss.backward(grad_output)
-    return loss.detach(), h.grad, w.grad, None if b is None else b.grad
+    grads = (h.grad, w.grad, None if b is None else b.grad)
+    return loss.detach().cpu(), *(None if g is None else g.cpu() for g in grads)
 
 
 @pytest.mark.parametrize(
@@ -586,7 +606,8 @@ def test_linear_all_ignored_mean_is_nan_like_pytorch() -> None:
     [
         (torch.randn(4, 3), torch.randn(5, 2), {}, r"shape \(V, 3\)"),
         (torch.randn(4, 3), torch.randn(5, 3, dtype=torch.float64), {}, "must match hidden"),
-        (torch.randn(4, 3, 1), torch.randn(5, 3), {}, "hidden must be a 2-D"),
+        (torch.randn(4, 3, 1), torch.randn(5, 3), {}, r"shape \(V, 1\)"),
+        (torch.ones(4, 3, dtype=torch.long), torch.randn(5, 3), {}, "hidden must be floating"),
         (torch.randn(4, 3), torch.randn(5, 3), {"bias": torch.randn(4)}, r"bias must be a \(5,\)"),
         (torch.randn(4, 3), torch.randn(5, 3), {"chunk_size": 0}, "chunk_size must be"),
     ],

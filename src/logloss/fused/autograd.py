@@ -53,7 +53,8 @@ def reduce_rows(rows: torch.Tensor, reduction: str, denominator: torch.Tensor) -
     total = rows.sum(dtype=torch.float64 if rows.dtype == torch.float64 else None)
     if reduction == "sum":
         return total
-    return total / denominator.to(total.dtype)
+    denominator = denominator.to(total.dtype)
+    return torch.where(denominator != 0, total / denominator, torch.nan)
 
 
 def scaled(grad: torch.Tensor, grad_output: torch.Tensor, per_row: bool) -> torch.Tensor:

@@ -125,7 +125,8 @@ def check_linear(
     if is_tensor(target) and target.is_floating_point():
         raise ValueError(
             f"target must hold integer class indices: linear_cross_entropy takes no class "
-            f"probabilities (compute the logits and use fused.cross_entropy); got {target.dtype}"
+            f"probabilities (for those, use fused.cross_entropy on hidden @ weight.T); got "
+            f"{target.dtype}"
         )
     checked, row_shape = _index_target(
         target, hidden, ignore_index, (hidden.dim() - 1, v), "hidden"
@@ -273,21 +274,24 @@ def _probability_target(
             "class-probability targets must sum to 1 over the classes: normalise them "
             "(target / target.sum(dim, keepdim=True)) or pass class indices"
         )
-    # the row kernels' accumulator dtype: float64 for float64 logits, else float32
-    rows_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    rows = q.movedim(dim, -1).reshape(-1, logits.shape[dim]).to(rows_dtype)
+    rows = q.movedim(dim, -1).reshape(-1, logits.shape[dim]).to(_rows_dtype(logits))
     row_shape = tuple(logits.shape[:dim]) + tuple(logits.shape[dim + 1 :])
     return rows.contiguous(), row_shape
 
 
+def _rows_dtype(x: torch.Tensor) -> torch.dtype:
+    """The row kernels' accumulator dtype: float64 for float64 inputs, else float32."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
 def _class_weight(weight: Any, c: int, like: torch.Tensor, name: str) -> torch.Tensor | None:
-    """(C,) finite class weights >= 0, as float32 on ``like``'s device (or None)."""
+    """(C,) finite class weights >= 0 in the accumulator dtype, on ``like``'s device."""
     if weight is None:
         return None
     if not is_tensor(weight):
         raise ValueError(f"{name} must be a ({c},) torch.Tensor or None; got {type(weight)}")
     _same_device(weight, like, name, "the logits" if name == "weight" else "hidden")
-    reference = torch.zeros((), device=like.device).expand(2, c)
+    reference = torch.zeros((), dtype=_rows_dtype(like), device=like.device).expand(2, c)
     w = check_class_weight(weight, reference, c)
     bad = first_bad(w < 0)
     if bad is not None:
@@ -295,7 +299,7 @@ def _class_weight(weight: Any, c: int, like: torch.Tensor, name: str) -> torch.T
             f"{name} value {item(w, bad)} at index {format_index(bad)} is negative; class "
             "weights must be >= 0 (0 leaves a class out of the loss)"
         )
-    return w.to(torch.float32).contiguous()
+    return w.contiguous()
 
 
 def check_options(

@@ -120,10 +120,7 @@ def _kernel() -> Any:
                 cols = start + tl.arange(0, BLOCK)
                 mask = cols < n_cols
                 v = load_z(x_row, cols, mask, softcap, CAPPED)
-                if HAS_WEIGHT:
-                    w = tl.load(w_ptr + cols, mask=mask, other=0.0)
-                else:
-                    w = 1.0
+                w = tl.load(w_ptr + cols, mask=mask, other=0.0) if HAS_WEIGHT else 1.0
                 if SOFT:
                     q = tl.load(q_row + cols, mask=mask, other=0.0)
                     rest = w * ((1.0 - eps) * q + eps_c)
