@@ -292,6 +292,11 @@ def _class_weight(weight: Any, c: int, like: torch.Tensor, name: str) -> torch.T
         raise ValueError(f"{name} must be a ({c},) torch.Tensor or None; got {type(weight)}")
     _same_device(weight, like, name, "the logits" if name == "weight" else "hidden")
     reference = torch.zeros((), dtype=_rows_dtype(like), device=like.device).expand(2, c)
+    if tuple(weight.shape) != (c,):  # logloss._checks would name it "weight"
+        raise ValueError(
+            f"{name} has shape {tuple(weight.shape)}, but there are {c} classes; pass one "
+            f"weight per class, shape ({c},)"
+        )
     w = check_class_weight(weight, reference, c)
     bad = first_bad(w < 0)
     if bad is not None:
