@@ -207,14 +207,17 @@ INLINE void index_terms(const job_t *jb, int kind, float wt, float zt, double su
 }
 
 /* Writes loss_i (and lse_i) and returns the gradient's multiplier of e_j:
- * (scale A + 2 z_loss z_scale lse) / S, with S = 1 when lse was given. */
+ * (scale A + 2 z_loss z_scale lse) / S, with S = 1 when lse was given.  A shard's gradient takes
+ * the whole row's A, 1 (shards have no class weights), while its loss row keeps its own share
+ * of A, so that the shards' loss rows add up to the row's loss. */
 INLINE float finish_row(const ce_args_t *a, int64_t i, const row_sums_t *r) {
     const double lse = a->lse_in ? (r->sum != r->sum ? NAN : (double)a->lse_in[i])
                                  : r->shift + log(r->sum);
     a->loss[i] = (float)(r->coef * lse - r->lin);
     if (a->lse_out) a->lse_out[i] = (float)lse;
     const double total = a->lse_in ? 1.0 : r->sum;
-    return (float)((a->scale * r->coef + 2.0 * a->z_loss * a->z_scale * lse) / total);
+    const double coef = (a->flags & FLAG_SHARD) ? 1.0 : r->coef;
+    return (float)((a->scale * coef + 2.0 * a->z_loss * a->z_scale * lse) / total);
 }
 
 /* ---- portable rows ------------------------------------------------------------------------ */

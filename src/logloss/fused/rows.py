@@ -28,8 +28,24 @@ logits, of C in all) builds on:
     with ``n_classes=C`` the full class count.
 (c) ``RowOptions(shard=True)``: a target outside [0, c) that is not ``ignore_index`` is a class
     of another shard (no -z_t term, no one-hot entry here) instead of an error.  Shift the
-    targets by -c0 first.  With the global lse given, the shards' loss rows then add up to the
-    full row's loss (each holds A_k lse - its share of the linear part, and sum_k A_k = A).
+    targets by -c0 first.  No class weights.  The gradient then takes the whole row's A = 1,
+    and with the global lse given, the shards' loss rows add up to the full row's loss (each
+    holds A_k lse minus its share of the linear part, and sum_k A_k = 1).
+
+    >>> z, t = torch.tensor([[1.0, 2.0, 0.5, -1.0]]), torch.tensor([2])
+    >>> lse = [torch.empty(1), torch.empty(1)]
+    >>> opts = RowOptions(shard=True, n_classes=4)
+    >>> for k in (0, 1):  # shard k holds columns 2k, 2k + 1; its targets are shifted by -2k
+    ...     rows_torch(z[:, 2 * k : 2 * k + 2], t - 2 * k, None, torch.empty(1), opts, lse[k])
+    >>> whole = torch.logsumexp(torch.stack(lse), 0)  # (a) + an all-reduce
+    >>> loss, grad = [torch.empty(1), torch.empty(1)], torch.empty(1, 4)
+    >>> for k in (0, 1):  # (b) + (c)
+    ...     part = grad[:, 2 * k : 2 * k + 2]
+    ...     rows_torch(z[:, 2 * k : 2 * k + 2], t - 2 * k, part, loss[k], opts, lse_in=whole)
+    >>> torch.allclose(loss[0] + loss[1], torch.nn.functional.cross_entropy(z, t))
+    True
+    >>> torch.allclose(grad, torch.softmax(z, 1) - torch.nn.functional.one_hot(t, 4))
+    True
 
 Every backend (the C kernel in ``cpu_kernel``, the Triton kernel in ``triton_kernel``, and
 :func:`rows_torch` here) implements exactly this; ``dispatch.compute_rows`` picks one.
@@ -63,6 +79,13 @@ class RowOptions:
     softcap: float | None = None
     n_classes: int | None = None
     shard: bool = False
+
+    def __post_init__(self) -> None:
+        if self.shard and self.weight is not None:
+            raise ValueError(
+                "class weights are not supported with shard semantics (a shard's gradient needs "
+                "the weight of a target held by another shard); pass weight=None"
+            )
 
 
 def accumulator_dtype(z: torch.Tensor) -> torch.dtype:
@@ -133,7 +156,8 @@ def rows_torch(
         _write_rows(lse_out, lse, skip, bad)
     if grad is None:
         return
-    p_coef = opts.scale * coef + (2.0 * opts.z_loss) * opts.z_scale * lse  # (n,)
+    # a shard's gradient takes the whole row's A, 1 (its loss row keeps its own share of A)
+    p_coef = opts.scale * (1.0 if opts.shard else coef) + (2.0 * opts.z_loss) * opts.z_scale * lse
     g = e.div_(total).mul_(p_coef.unsqueeze(1)).add_(rest.mul_(opts.scale))
     if opts.softcap is not None:
         g.mul_(1.0 - (x / opts.softcap) ** 2)

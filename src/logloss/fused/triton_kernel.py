@@ -115,7 +115,9 @@ def _kernel() -> Any:
         if WRITE_GRAD:
             g_row = g_ptr + row * g_stride
             scale = tl.load(scale_ptr).to(tl.float32)
-            p_coef = scale * coef + 2.0 * z_loss * tl.load(z_scale_ptr).to(tl.float32) * lse
+            # a shard's gradient takes the whole row's A, 1 (its loss row keeps its own share)
+            coef_g = 1.0 if SHARD else coef
+            p_coef = scale * coef_g + 2.0 * z_loss * tl.load(z_scale_ptr).to(tl.float32) * lse
             for start in range(0, n_cols, BLOCK):
                 cols = start + tl.arange(0, BLOCK)
                 mask = cols < n_cols
