@@ -108,20 +108,22 @@ def cross_entropy(
         softcap=call.softcap,
     )  # fmt: skip
     out_dtype = _loss_dtype(logits)
-    if torch.compiler.is_compiling():
-        if call.inplace:
-            raise ValueError(
-                "inplace_backward=True is not supported under torch.compile (a compiled graph "
-                "may not have an op overwrite its input); leave it False there"
-            )
+    if torch.compiler.is_compiling() and not call.inplace:
         loss, z_part, lse = compiled.cross_entropy(call.logits, call.target, opts, reduction)
         loss = loss.to(out_dtype)
     else:
-        flags = (call.inplace, torch.is_grad_enabled(), call.return_lse)
-        loss, z_part, lse = FusedCrossEntropy.apply(
-            call.logits, call.target, opts, reduction, flags, out_dtype
-        )
+        loss, z_part, lse = _eager_cross_entropy(call, opts, reduction, out_dtype)
     return _finish(loss, z_part, lse, call.row_shape, reduction, call)
+
+
+# With inplace_backward=True, which writes over its input behind autograd's back, the loss is not
+# traced by torch.compile: it runs eagerly (a graph break), as it would without compiling.
+@torch.compiler.disable
+def _eager_cross_entropy(
+    call: checks.Call, opts: RowOptions, reduction: str, out_dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    flags = (call.inplace, torch.is_grad_enabled(), call.return_lse)
+    return FusedCrossEntropy.apply(call.logits, call.target, opts, reduction, flags, out_dtype)
 
 
 def linear_cross_entropy(

@@ -5,8 +5,8 @@ compiling, :mod:`.api` calls these ops instead of the autograd Functions: each i
 graph, with a fake implementation (shapes only) for tracing and a registered backward.  The
 gradient is still made in the forward pass: it is an output of the op, saved for backward,
 which only scales it (for the linear loss with ``reduction="none"`` a second op reruns the
-chunks).  No gradient buffer is reused here, and ``inplace_backward`` is refused by the api (a
-compiled graph may not have an op write over its input behind autograd's back).
+chunks).  No gradient buffer is reused here; with ``inplace_backward`` (an op writing over its
+input behind autograd's back) the api runs the eager Function instead, as a graph break.
 """
 
 from __future__ import annotations
