@@ -92,21 +92,11 @@ def cross_entropy(
     [-0.0781, 0.0571, 0.021]
     """
     call = checks.check_cross_entropy(
-        logits,
-        target,
-        weight=weight,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-        z_loss=z_loss,
-        softcap=softcap,
-        class_dim=class_dim,
+        logits, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
+        label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap, class_dim=class_dim,
         flags=(return_lse, return_z_loss, inplace_backward),
-    )
-    opts = RowOptions(
-        call.ignore_index, call.smoothing, weight=call.weight, z_loss=call.z_loss,
-        softcap=call.softcap,
     )  # fmt: skip
+    opts = _row_options(call)
     out_dtype = _loss_dtype(logits)
     if torch.compiler.is_compiling() and not call.inplace:
         loss, z_part, lse = compiled.cross_entropy(call.logits, call.target, opts, reduction)
@@ -178,24 +168,12 @@ def linear_cross_entropy(
     """
     hidden, weight, bias = checks.autocast_linear(hidden, weight, bias)
     call = checks.check_linear(
-        hidden,
-        weight,
-        target,
-        bias=bias,
-        class_weight=class_weight,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-        z_loss=z_loss,
-        softcap=softcap,
-        shift_labels=shift_labels,
-        flags=(return_lse, return_z_loss),
+        hidden, weight, target, bias=bias, class_weight=class_weight, ignore_index=ignore_index,
+        reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
+        shift_labels=shift_labels, flags=(return_lse, return_z_loss),
         sizes=(chunk_size, accum_dtype),
-    )
-    opts = RowOptions(
-        call.ignore_index, call.smoothing, weight=call.weight, z_loss=call.z_loss,
-        softcap=call.softcap,
     )  # fmt: skip
+    opts = _row_options(call)
     rows = call.logits  # the (N, H) hidden states
     plan = LinearPlan(
         chunk_size or default_chunk_rows(*rows.shape, weight.shape[0]),
@@ -212,6 +190,14 @@ def linear_cross_entropy(
             rows, weight, bias, call.target, opts, reduction, plan, flags
         )
     return _finish(loss, z_part, lse, call.row_shape, reduction, call)
+
+
+def _row_options(call: checks.Call) -> RowOptions:
+    """The row kernels' options of a checked call (the gradient scales are set per batch)."""
+    return RowOptions(
+        call.ignore_index, call.smoothing, weight=call.weight, z_loss=call.z_loss,
+        softcap=call.softcap,
+    )  # fmt: skip
 
 
 def _loss_dtype(x: torch.Tensor) -> torch.dtype:

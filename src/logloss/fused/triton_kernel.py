@@ -107,27 +107,41 @@ def ce_rows(
     if LSE_OUT:
         tl.store(lse_out_ptr + row, tl.where(ignored, 0.0, tl.where(bad, float("nan"), lse)))
     if WRITE_GRAD:
-        g_row = g_ptr + row * g_stride
-        scale = tl.load(scale_ptr).to(tl.float32)
         # a shard's gradient takes the whole row's A, 1 (its loss row keeps its own share)
         coef_g = 1.0 if SHARD else coef
+        scale = tl.load(scale_ptr).to(tl.float32)
         p_coef = scale * coef_g + 2.0 * z_loss * tl.load(z_scale_ptr).to(tl.float32) * lse
-        for start in range(0, n_cols, BLOCK):
-            cols = start + tl.arange(0, BLOCK)
-            mask = cols < n_cols
-            v = load_z(x_row, cols, mask, softcap, CAPPED)
-            w = tl.load(w_ptr + cols, mask=mask, other=0.0) if HAS_WEIGHT else 1.0
-            if SOFT:
-                q = tl.load(q_row + cols, mask=mask, other=0.0)
-                rest = w * ((1.0 - eps) * q + eps_c)
-            else:
-                rest = eps_c * w + tl.where(cols == t, (1.0 - eps) * wt, 0.0)
-            g = p_coef * tl.exp(v - lse) - scale * rest
-            if CAPPED:
-                u = v / softcap
-                g = g * (1.0 - u * u)
-            g = tl.where(ignored, 0.0, tl.where(bad, float("nan"), g))
-            tl.store(g_row + cols, g.to(g_ptr.dtype.element_ty), mask=mask)
+        row_out = tl.where(ignored, 0.0, tl.where(bad, float("nan"), 1.0))  # 0, NaN or as is
+        write_gradient(
+            x_row, g_ptr + row * g_stride, q_row, w_ptr, t, wt, lse, p_coef, scale, row_out,
+            n_cols, eps, eps_c, softcap, BLOCK, SOFT, HAS_WEIGHT, CAPPED,
+        )  # fmt: skip
+
+
+@triton.jit
+def write_gradient(
+    x_row, g_row, q_row, w_ptr, t, wt, lse, p_coef, scale, row_out,
+    n_cols, eps, eps_c, softcap,
+    BLOCK: tl.constexpr, SOFT: tl.constexpr, HAS_WEIGHT: tl.constexpr, CAPPED: tl.constexpr,
+):  # fmt: skip
+    # g = [p_coef p - scale w q'] dz'/dz over the row's column blocks (times row_out: 0 for an
+    # ignored row, NaN for a bad target)
+    for start in range(0, n_cols, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        mask = cols < n_cols
+        v = load_z(x_row, cols, mask, softcap, CAPPED)
+        w = tl.load(w_ptr + cols, mask=mask, other=0.0) if HAS_WEIGHT else 1.0
+        if SOFT:
+            q = tl.load(q_row + cols, mask=mask, other=0.0)
+            rest = w * ((1.0 - eps) * q + eps_c)
+        else:
+            rest = eps_c * w + tl.where(cols == t, (1.0 - eps) * wt, 0.0)
+        g = p_coef * tl.exp(v - lse) - scale * rest
+        if CAPPED:
+            u = v / softcap
+            g = g * (1.0 - u * u)
+        g = tl.where(row_out == 1.0, g, row_out)
+        tl.store(g_row + cols, g.to(g_row.dtype.element_ty), mask=mask)
 
 
 def rows(
