@@ -161,7 +161,8 @@ def rows(
     soft = target.is_floating_point()
     if soft and target.stride(1) != 1:
         target = target.contiguous()
-    block = min(triton.next_power_of_2(c), 4096)
+    # blocks of 128 to 4096 columns: few compiled variants (one per block size and options)
+    block = min(max(triton.next_power_of_2(c), 128), 4096)
     g = grad if grad is not None else z  # unused when WRITE_GRAD is False
     ce_rows[(n,)](
         z, z.stride(0), g, g.stride(0),
