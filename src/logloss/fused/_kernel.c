@@ -187,6 +187,22 @@ static void fill_row(const ce_args_t *a, void *gi, int64_t i, int bf16, int bad)
         for (int64_t k = 0; k < a->c; ++k) store_f(gi, k, NAN, bf16);
 }
 
+/* Row i's logits and gradient rows and its target (kind and class); an ignored or bad row is
+ * written here and 0 returned (nothing more to do for it). */
+INLINE int start_row(const ce_args_t *a, int64_t i, int bf16, const char **xi, char **gi,
+                     int64_t *t, int *kind) {
+    const size_t size = bf16 ? 2 : 4;
+    *xi = (const char *)a->x + (size_t)(i * a->ldx) * size;
+    *gi = a->g ? (char *)a->g + (size_t)(i * a->ldg) * size : NULL;
+    *t = -1;
+    *kind = row_target(a, i, t);
+    if (*kind == ROW_IGNORED || *kind == ROW_BAD) {
+        fill_row(a, *gi, i, bf16, *kind == ROW_BAD);
+        return 0;
+    }
+    return 1;
+}
+
 /* The per-row numbers the sweeps produce (see the formulas at the top). */
 typedef struct row_sums {
     float shift; /* the max of z, or the given lse: sweep 2 takes exp(z - shift) */
@@ -420,16 +436,12 @@ INLINE void store_plain(const job_t *jb, void *g, int kind, int64_t t, float sc,
 
 INLINE void rows_portable(job_t *jb, int bf16) {
     const ce_args_t *a = jb->a;
-    const size_t size = bf16 ? 2 : 4;
     for (int64_t i = jb->row_begin; i < jb->row_end; ++i) {
-        const char *xi = (const char *)a->x + (size_t)(i * a->ldx) * size;
-        char *gi = a->g ? (char *)a->g + (size_t)(i * a->ldg) * size : NULL;
-        int64_t t = -1;
-        const int kind = row_target(a, i, &t);
-        if (kind == ROW_IGNORED || kind == ROW_BAD) {
-            fill_row(a, gi, i, bf16, kind == ROW_BAD);
-            continue;
-        }
+        const char *xi;
+        char *gi;
+        int64_t t;
+        int kind;
+        if (!start_row(a, i, bf16, &xi, &gi, &t, &kind)) continue;
         row_sums_t r;
         if (jb->general)
             general_row(jb, xi, kind, t, i, bf16, &r);
@@ -642,17 +654,13 @@ AVX512_INLINE void store_gradient_avx512(void *g, const float *e, int64_t c, flo
 AVX512_INLINE void rows_avx512(job_t *jb, int bf16) {
     const ce_args_t *a = jb->a;
     const int64_t c = a->c;
-    const size_t size = bf16 ? 2 : 4;
     float *e = jb->scratch;
     for (int64_t i = jb->row_begin; i < jb->row_end; ++i) {
-        const char *xi = (const char *)a->x + (size_t)(i * a->ldx) * size;
-        char *gi = a->g ? (char *)a->g + (size_t)(i * a->ldg) * size : NULL;
-        int64_t t = -1;
-        const int kind = row_target(a, i, &t);
-        if (kind == ROW_IGNORED || kind == ROW_BAD) {
-            fill_row(a, gi, i, bf16, kind == ROW_BAD);
-            continue;
-        }
+        const char *xi;
+        char *gi;
+        int64_t t;
+        int kind;
+        if (!start_row(a, i, bf16, &xi, &gi, &t, &kind)) continue;
         float mx;
         double sumx;
         row_max_sum_avx512(xi, c, a->smoothing > 0.0f, bf16, &mx, &sumx);
