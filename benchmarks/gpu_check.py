@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+# torch, Triton, logloss and Liger are imported inside the parts: each part runs in its own child
+# process, and the parent, which only schedules them and writes the report, must not need them.
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 TIMEOUTS = {"environment": 30, "tests": 170, "triton": 60, "benchmark": 120, "distributed": 30}
@@ -110,7 +112,7 @@ def _liger() -> dict[str, Callable] | None:
             LigerCrossEntropyLoss,
             LigerFusedLinearCrossEntropyLoss,
         )
-    except ImportError:
+    except ImportError:  # optional: the benchmark leaves Liger out where it is not installed
         return None
     return {"ce": LigerCrossEntropyLoss, "linear": LigerFusedLinearCrossEntropyLoss}
 
