@@ -14,7 +14,9 @@ writes ``fused-quick.*``).
    (``torch.compile(F.cross_entropy)``).  Peak memory: the rise of the process's peak RSS
    (VmHWM, reset through /proc/self/clear_refs) over the resident logits during one call.
    Cases whose estimated footprint exceeds the available memory are skipped and listed.
-3. linear_cross_entropy (hidden @ weight.T then cross-entropy) at N=8192, H=1024, V=32768 and
+3. Every option on (class weights, label smoothing, z-loss, softcap) at N=4096, V=32768:
+   fused against the same loss composed of PyTorch operations, eager and compiled.
+4. linear_cross_entropy (hidden @ weight.T then cross-entropy) at N=8192, H=1024, V=32768 and
    131072: logloss fused vs the unfused ``F.cross_entropy(hidden @ weight.T)`` vs PyTorch's
    ``F.linear_cross_entropy`` reference (``options=None``) and chunked
    (``options=torch.nn.LinearCrossEntropyOptions()``) paths; each call in its own subprocess,
@@ -216,6 +218,60 @@ def bench_ce(n: int, v: int, dtype: torch.dtype, repeats: int, floor_bw: float) 
     return case
 
 
+OPTIONS = {"label_smoothing": 0.1, "z_loss": 1e-4, "softcap": 30.0}  # and random class weights
+OPTION_METHODS = ("fused", "eager", "compile")
+
+
+def composed_options(z: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The loss with every option, as plain PyTorch operations: softcap, weighted and smoothed
+    F.cross_entropy, plus the z-loss over non-ignored rows."""
+    cap = OPTIONS["softcap"]
+    x = cap * torch.tanh(z / cap)
+    ce = F.cross_entropy(x, target, weight=weight, label_smoothing=OPTIONS["label_smoothing"])
+    valid = target != -100
+    lse = torch.logsumexp(x, dim=1)
+    return ce + (OPTIONS["z_loss"] * lse.square()).where(valid, 0.0).sum() / valid.sum()
+
+
+def bench_options(n: int, v: int, repeats: int) -> dict:
+    """fused.cross_entropy with weight, smoothing, z-loss and softcap against the same loss as
+    eager PyTorch operations and as their torch.compile, forward + backward, round-robin."""
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(n, v, generator=gen).mul_(2).requires_grad_()
+    target = torch.randint(0, v, (n,), generator=gen)
+    weight = torch.rand(v, generator=gen) + 0.5
+    torch._dynamo.reset()
+    compiled = torch.compile(composed_options)
+    calls = {
+        "fused": lambda: fused.cross_entropy(base, target, weight=weight, **OPTIONS),
+        "eager": lambda: composed_options(base, target, weight),
+        "compile": lambda: compiled(base, target, weight),
+    }
+    times: dict[str, list[float]] = {m: [] for m in OPTION_METHODS}
+    losses = {}
+    for rep in range(repeats + 1):  # rep 0 warms up (and compiles)
+        for method in OPTION_METHODS:
+            base.grad = None
+            t0 = time.perf_counter()
+            loss = calls[method]()
+            loss.backward()
+            if rep:
+                times[method].append(time.perf_counter() - t0)
+            losses[method] = float(loss.detach())
+    fused.empty_cache()
+    medians = {m: statistics.median(t) for m, t in times.items()}
+    return {
+        "N": n,
+        "V": v,
+        "options": OPTIONS | {"weight": "uniform in [0.5, 1.5)"},
+        "median_s": medians,
+        "times_s": times,
+        "loss": losses,
+        "fused_speedup_vs_eager": medians["eager"] / medians["fused"],
+        "fused_speedup_vs_compile": medians["compile"] / medians["fused"],
+    }
+
+
 LINEAR_CHILD = r"""
 import json, resource, statistics, sys, time, warnings
 import torch, torch.nn.functional as F
@@ -412,6 +468,22 @@ def markdown(report: dict) -> str:
             )
     lines += [
         "",
+        "Every option on (class weights, label smoothing 0.1, z-loss 1e-4, softcap 30), float32, "
+        "forward + backward: logloss fused against the same loss composed of PyTorch operations "
+        "(eager and torch.compile), round-robin medians (seconds).",
+        "",
+        "| N | V | fused s | eager s | compile s | fused x eager | fused x compile |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for case in report.get("options", []):
+        med = case["median_s"]
+        lines.append(
+            f"| {case['N']} | {case['V']} | {med['fused']:.4f} | {med['eager']:.4f} "
+            f"| {med['compile']:.4f} | {case['fused_speedup_vs_eager']:.1f} "
+            f"| {case['fused_speedup_vs_compile']:.1f} |"
+        )
+    lines += [
+        "",
         "linear_cross_entropy, float32, forward + backward (each call in its own process, "
         "methods round-robin, median of the rounds; peak RSS of the whole process, inputs "
         "included).",
@@ -484,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
             report["cross_entropy"].append(case)
             summary = {k: r.get("median_s") for k, r in case["methods"].items()}
             print(f"CE N={n} V={v} {dtype}: {summary}", flush=True)
+    report["options"] = [bench_options(4096, 32768, repeats)]
+    print(f"options: {report['options'][0]['median_s']}", flush=True)
     for n, h, v in linear:
         report["linear_cross_entropy"].append(bench_linear(n, h, v, 1 if args.quick else 3))
     report["peak_rss_of_parent_GB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6

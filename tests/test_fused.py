@@ -2,12 +2,15 @@
 
 Values and gradients are compared with PyTorch in float64 (tolerance set by the input dtype),
 for the compiled C kernel (float32/float16/bfloat16 on CPU) and for the pure-torch path
-(float64, or forced with LOGLOSS_FUSED_BACKEND=torch).
+(float64, or forced with LOGLOSS_FUSED_BACKEND=torch).  With ``LOGLOSS_TEST_DEVICE=cuda``
+(benchmarks/gpu_check.py) the comparisons made through ``ours``/``linear_ours`` run the fused
+losses on the GPU (the Triton kernel) instead; the C-kernel tests stay on the CPU.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -15,18 +18,42 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from logloss import fused
+from logloss.fused import buffers, cpu_kernel, linear
+from logloss.fused.rows import RowOptions
+
+DEVICE = torch.device(os.environ.get("LOGLOSS_TEST_DEVICE", "cpu"))
+if DEVICE.type == "cuda" and not torch.cuda.is_available():
+    raise RuntimeError("LOGLOSS_TEST_DEVICE=cuda, but torch sees no CUDA device")
 
 
-@pytest.fixture(autouse=True, params=["native", "portable"])
+def on_device(*tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
+    """The tensors on DEVICE (None stays None): where ``ours`` runs the fused losses."""
+    return [None if t is None else t.to(DEVICE) for t in tensors]
+
+
+@pytest.fixture(params=["native", "portable"])
 def kernel_rows(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test runs twice: with the C kernel's fastest float32/bfloat16 rows for this CPU
-    (AVX-512 intrinsics where available) and with its portable C loops, so both stay checked."""
-    monkeypatch.setattr(fused, "_PORTABLE_ONLY", request.param == "portable")
+    """The tests that reach the C kernel's row loops run twice: with its fastest float32/bfloat16
+    rows for this CPU (AVX-512 intrinsics where available) and with its portable C loops, so
+    both stay checked.  (Validation, autograd and float64 tests never reach those loops.)"""
+    monkeypatch.setattr(cpu_kernel, "PORTABLE_ONLY", request.param == "portable")
     return request.param
+
+
+c_loops = pytest.mark.usefixtures("kernel_rows")
+
+
+def dtype_and_rows(*dtypes: torch.dtype) -> list:
+    """(dtype, kernel_rows) pairs: both row loops for the C kernel's dtypes, float64 once."""
+    pairs = []
+    for dtype in dtypes:
+        loops = ["native"] if dtype == torch.float64 else ["native", "portable"]
+        pairs += [pytest.param(dtype, rows, id=f"{rows}-{dtype}") for rows in loops]
+    return pairs
 
 
 # losses: relative tolerance per input dtype, and an absolute floor for losses near zero
@@ -72,10 +99,12 @@ def ours(
     grad_output: torch.Tensor | None = None,
     **kwargs: object,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    z = logits.detach().clone().requires_grad_()
+    z, target, grad_output = on_device(logits.detach().clone(), target, grad_output)
+    z.requires_grad_()
+    kwargs = {k: (v.to(DEVICE) if torch.is_tensor(v) else v) for k, v in kwargs.items()}
     loss = fused.cross_entropy(z, target, **kwargs)
     loss.backward(torch.ones_like(loss) if grad_output is None else grad_output.to(loss.dtype))
-    return loss.detach(), z.grad
+    return loss.detach().cpu(), z.grad.cpu()
 
 
 def assert_close(
@@ -109,6 +138,15 @@ def assert_grad_close(
     )
 
 
+def gradient_scale(
+    target: torch.Tensor, *, reduction: str, ignore_index: int, **_: object
+) -> float:
+    """The factor s of dL/dz = s (p - onehot): 1/N_valid for a mean, else 1 (for "none" the
+    incoming gradients the tests draw are <= 1)."""
+    n_valid = int((target != ignore_index).sum())
+    return 1.0 / max(n_valid, 1) if reduction == "mean" else 1.0
+
+
 def largest(logits: torch.Tensor) -> float:
     """The largest finite |logit| (at least 1): the scale of the loss's cancellation error."""
     finite = logits[torch.isfinite(logits)].abs()
@@ -139,10 +177,17 @@ def cases(draw: st.DrawFn, max_rows: int = 6, max_classes: int = 40) -> dict:
     }
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
-@settings(max_examples=60, deadline=None)
+@pytest.mark.parametrize(
+    ("dtype", "kernel_rows"),
+    dtype_and_rows(torch.float32, torch.float64, torch.bfloat16, torch.float16),
+    indirect=["kernel_rows"],
+)
+# the fixture only sets which row loops run: the same for every example, so sharing it is right
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(case=cases())
-def test_matches_pytorch(case: dict, dtype: torch.dtype) -> None:
+def test_matches_pytorch(case: dict, dtype: torch.dtype, kernel_rows: str) -> None:
     logits, target = case.pop("logits").to(dtype), case.pop("target")
     go = torch.rand(logits.shape[0], dtype=torch.float64) if case["reduction"] == "none" else None
     expected = reference(logits, target, go, **case)
@@ -152,11 +197,10 @@ def test_matches_pytorch(case: dict, dtype: torch.dtype) -> None:
     beyond = expected[0].abs() > torch.finfo(dtype).max
     expected_loss = torch.where(beyond, expected[0].to(dtype).double(), expected[0])
     assert_close(actual[0], expected_loss, dtype, largest(logits))
-    n_valid = int((target != case["ignore_index"]).sum())
-    scale = 1.0 / max(n_valid, 1) if case["reduction"] == "mean" else 1.0  # go <= 1 for "none"
-    assert_grad_close(actual[1], expected[1], dtype, scale)
+    assert_grad_close(actual[1], expected[1], dtype, gradient_scale(target, **case))
 
 
+@c_loops
 def test_a_confident_row_rounds_its_target_gradient_as_pytorch_float32_does() -> None:
     # found by hypothesis: p_0 = 1 - 1.08e-8 rounds to 1 in float32, so d/dz_0 is 0, not the
     # exact -5.4e-9; PyTorch's float32 gives the same bits (the other entries stay exact)
@@ -179,9 +223,10 @@ def test_torch_backend_matches_pytorch(case: dict) -> None:
         mp.setenv("LOGLOSS_FUSED_BACKEND", "torch")
         actual = ours(logits, target, **case)
     assert_close(actual[0], expected[0], torch.float32, largest(logits))
-    assert_grad_close(actual[1], expected[1], torch.float32)
+    assert_grad_close(actual[1], expected[1], torch.float32, gradient_scale(target, **case))
 
 
+@c_loops
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_half_precision_accumulates_in_float32(dtype: torch.dtype, reduction: str) -> None:
@@ -198,6 +243,7 @@ def test_half_precision_accumulates_in_float32(dtype: torch.dtype, reduction: st
     assert_grad_close(actual[1], expected[1], dtype)
 
 
+@c_loops
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_all_ignored_matches_pytorch(reduction: str) -> None:
     logits = torch.randn(4, 7)
@@ -210,6 +256,7 @@ def test_all_ignored_matches_pytorch(reduction: str) -> None:
     assert_grad_close(actual[1], expected[1], torch.float32)
 
 
+@c_loops
 @pytest.mark.parametrize("smoothing", [0.0, 0.3])
 def test_extreme_and_infinite_logits(smoothing: float) -> None:
     logits = torch.tensor(
@@ -232,6 +279,7 @@ def test_extreme_and_infinite_logits(smoothing: float) -> None:
         assert loss[0].item() == pytest.approx(2e4, rel=1e-6)
 
 
+@c_loops
 def test_huge_class_count_float32() -> None:
     gen = torch.Generator().manual_seed(1)
     logits = torch.randn(3, 131072, generator=gen) * 3
@@ -242,6 +290,7 @@ def test_huge_class_count_float32() -> None:
     assert_grad_close(actual[1], expected[1], torch.float32)
 
 
+@c_loops
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_uniform_logits_give_exactly_log_c(dtype: torch.dtype) -> None:
     # all-zero logits over 3000 classes: loss ln 3000 = 8.006 (hand-derived), gradient
@@ -257,6 +306,7 @@ def test_uniform_logits_give_exactly_log_c(dtype: torch.dtype) -> None:
     assert_grad_close(logits.grad, expected, dtype)
 
 
+@c_loops
 def test_matches_pytorch_float32_with_rows_split_over_four_threads(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -273,6 +323,7 @@ def test_matches_pytorch_float32_with_rows_split_over_four_threads(
     assert_grad_close(actual[1], expected[1], torch.float32)
 
 
+@c_loops
 def test_non_contiguous_logits() -> None:
     logits = torch.randn(9, 5).t()  # (5, 9), column stride 5
     target = torch.tensor([0, 8, 3, 3, -100])
@@ -302,6 +353,7 @@ def test_second_backward_recomputes() -> None:
     torch.testing.assert_close(z.grad, 2 * first)
 
 
+@c_loops
 def test_inplace_backward_overwrites_logits_with_gradient() -> None:
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(6, 50, generator=gen, requires_grad=True)
@@ -323,6 +375,7 @@ def test_inplace_backward_is_caught_when_logits_are_needed() -> None:
         loss.backward()
 
 
+@c_loops
 def test_no_grad_forward() -> None:
     logits = torch.randn(4, 9, requires_grad=True)
     target = torch.tensor([0, 1, 2, 8])
@@ -335,10 +388,13 @@ def test_no_grad_forward() -> None:
 @pytest.mark.parametrize(
     ("logits", "target", "kwargs", "message"),
     [
-        (torch.randn(2, 3, 4), torch.zeros(2, dtype=torch.long), {}, r"2-D \(N, C\)"),
+        (torch.randn(2, 3, 4), torch.zeros(2, dtype=torch.long), {}, r"shape \(2, 4\) to match"),
+        (torch.randn(2, 3), torch.zeros(2, dtype=torch.long), {"class_dim": 2}, "class_dim=2"),
+        (torch.randn(2, 5, 3), torch.zeros(2, 5, dtype=torch.long), {}, "pass class_dim=-1"),
         (torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, dtype=torch.long), {}, "floating"),
         (torch.randn(2, 3), torch.zeros(3, dtype=torch.long), {}, r"shape \(2,\)"),
-        (torch.randn(2, 3), torch.zeros(2), {}, "integer class indices"),
+        (torch.randn(2, 3), torch.zeros(2), {}, "read as class probabilities"),
+        (torch.randn(2, 3), torch.zeros(2, dtype=torch.bool), {}, "integer class indices"),
         (torch.randn(2, 3), torch.tensor([0, 3]), {}, r"target value 3 at index \[1\]"),
         (torch.randn(2, 3), torch.tensor([0, -1]), {}, r"value -1 .* must be in \[0, 3\)"),
         (torch.randn(2, 3), torch.tensor([0, 1]), {"reduction": "avg"}, "reduction='avg' is not"),
@@ -376,8 +432,8 @@ def test_bad_input_raises_value_error(logits, target, kwargs, message) -> None:
 def test_missing_compiler_falls_back_with_warning(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    monkeypatch.setattr(fused, "_kernel", None)
-    monkeypatch.setattr(fused, "_compiler", lambda: None)
+    monkeypatch.setattr(cpu_kernel, "_kernel", None)
+    monkeypatch.setattr(cpu_kernel, "compiler", lambda: None)
     monkeypatch.setenv("LOGLOSS_CACHE_DIR", str(tmp_path))
     logits, target = torch.randn(3, 5), torch.tensor([0, 4, 2])
     with pytest.warns(RuntimeWarning, match="no C compiler found"):
@@ -389,11 +445,11 @@ def test_missing_compiler_falls_back_with_warning(
 
 
 def test_kernel_build_is_cached(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    if fused._compiler() is None:
+    if cpu_kernel.compiler() is None:
         pytest.skip("no C compiler on this machine")
-    first = fused._build_kernel(tmp_path)
+    first = cpu_kernel.build_kernel(tmp_path)
     mtime = first.stat().st_mtime_ns
-    assert fused._build_kernel(tmp_path) == first
+    assert cpu_kernel.build_kernel(tmp_path) == first
     assert first.stat().st_mtime_ns == mtime  # not rebuilt
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temp files left
 
@@ -402,10 +458,10 @@ def test_compiled_kernel_is_used_here() -> None:
     # the fast path must really be the C kernel in CI, not a silent fallback
     from conftest import require
 
-    require(fused._compiler() is not None, "no C compiler (apt-get install gcc)")
+    require(cpu_kernel.compiler() is not None, "no C compiler (apt-get install gcc)")
     status = fused.kernel_status()
     assert status["backend"] == "c"
-    assert status["detail"] == f"compiled kernel in {fused._cache_dir()}"
+    assert status["detail"] == f"compiled kernel in {cpu_kernel.cache_dir()}"
 
 
 def test_avx512_rows_are_used_where_the_cpu_has_avx512(kernel_rows: str) -> None:
@@ -419,6 +475,7 @@ def test_avx512_rows_are_used_where_the_cpu_has_avx512(kernel_rows: str) -> None
     assert fused.kernel_status()["simd"] == expected
 
 
+@c_loops
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("c", [1, 15, 17, 1000, 4099])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
@@ -428,7 +485,7 @@ def test_streamed_gradient_matches_pytorch(
     # streaming stores normally start at 32 MiB of gradient; from 0 bytes here, so that short,
     # odd-length rows (not 64-byte aligned: masked head and tail) take that path too, beside
     # ignored rows, a NaN row, an all -inf row and targets at both ends of a row
-    monkeypatch.setattr(fused, "_STREAM_MIN_BYTES", 0)
+    monkeypatch.setattr(cpu_kernel, "STREAM_MIN_BYTES", 0)
     gen = torch.Generator().manual_seed(c)
     n = 37
     logits = torch.randn(n, c, generator=gen) * 4
@@ -462,17 +519,24 @@ def unfused(hidden, weight, bias, target, grad_output=None, **kwargs):
 
 
 def linear_ours(hidden, weight, bias, target, grad_output=None, **kwargs):
-    h, w = hidden.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
-    b = None if bias is None else bias.detach().clone().requires_grad_()
+    h, w, b, target, grad_output = on_device(hidden, weight, bias, target, grad_output)
+    h, w = h.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    b = None if b is None else b.detach().clone().requires_grad_()
+    kwargs = {k: (v.to(DEVICE) if torch.is_tensor(v) else v) for k, v in kwargs.items()}
     loss = fused.linear_cross_entropy(h, w, target, bias=b, **kwargs)
     loss.backward(grad_output)
-    return loss.detach(), h.grad, w.grad, None if b is None else b.grad
+    grads = (h.grad, w.grad, None if b is None else b.grad)
+    return loss.detach().cpu(), *(None if g is None else g.cpu() for g in grads)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(
+    ("dtype", "kernel_rows"),
+    dtype_and_rows(torch.float64, torch.float32),
+    indirect=["kernel_rows"],
+)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_linear_matches_unfused(dtype, reduction, with_bias) -> None:
+def test_linear_matches_unfused(dtype, kernel_rows, reduction, with_bias) -> None:
     gen = torch.Generator().manual_seed(4)
     n, h, v = 37, 16, 300
     hidden = torch.randn(n, h, generator=gen, dtype=dtype)
@@ -542,7 +606,8 @@ def test_linear_all_ignored_mean_is_nan_like_pytorch() -> None:
     [
         (torch.randn(4, 3), torch.randn(5, 2), {}, r"shape \(V, 3\)"),
         (torch.randn(4, 3), torch.randn(5, 3, dtype=torch.float64), {}, "must match hidden"),
-        (torch.randn(4, 3, 1), torch.randn(5, 3), {}, "hidden must be a 2-D"),
+        (torch.randn(4, 3, 1), torch.randn(5, 3), {}, r"shape \(V, 1\)"),
+        (torch.ones(4, 3, dtype=torch.long), torch.randn(5, 3), {}, "hidden must be floating"),
         (torch.randn(4, 3), torch.randn(5, 3), {"bias": torch.randn(4)}, r"bias must be a \(5,\)"),
         (torch.randn(4, 3), torch.randn(5, 3), {"chunk_size": 0}, "chunk_size must be"),
     ],
@@ -606,7 +671,7 @@ def test_no_warnings_on_the_fast_path() -> None:
 
 
 def test_gradient_buffer_reused_only_when_released() -> None:
-    # >= 8 MiB: large enough for the one-slot buffer reuse of fused._new_buffer
+    # >= 8 MiB: large enough for the one-slot buffer reuse of buffers.new_buffer
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(600, 4096, generator=gen)
     target = torch.randint(0, 4096, (600,), generator=gen)
@@ -638,6 +703,7 @@ def test_two_pending_losses_get_their_own_gradients() -> None:
     assert_grad_close(b.grad, reference(3 * x, target)[1], torch.float32)
 
 
+@c_loops
 @pytest.mark.parametrize("backend", ["auto", "torch"])
 def test_nan_and_infinite_logits_propagate_like_pytorch(
     backend: str, monkeypatch: pytest.MonkeyPatch
@@ -654,6 +720,7 @@ def test_nan_and_infinite_logits_propagate_like_pytorch(
     assert_grad_close(actual[1], expected[1], torch.float32)
 
 
+@c_loops
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_nan_logits_in_long_rows_match_pytorch(dtype: torch.dtype, smoothing: float) -> None:
@@ -676,17 +743,18 @@ def test_nan_logits_in_long_rows_match_pytorch(dtype: torch.dtype, smoothing: fl
     assert_grad_close(actual[1], expected[1], dtype)
 
 
+@c_loops
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_c_kernel_turns_an_unchecked_bad_target_into_nan(dtype: torch.dtype) -> None:
     # cross_entropy rejects such targets before the kernel; the kernel itself must still not
     # read outside the row, and marks the row NaN (defence in depth)
-    fn = fused._load_kernel()
+    fn = cpu_kernel.load_kernel()
     if fn is None:
         pytest.skip(f"no compiled kernel: {fused.kernel_status()['detail']}")
     z = torch.randn(3, 600).to(dtype)
     grad, loss = torch.empty_like(z), torch.empty(3)
     target = torch.tensor([600, -5, 2])
-    fused._rows_c(fn, z, target, grad, loss, fused.RowOptions(-100, 0.0, 1.0))
+    cpu_kernel.rows_c(fn, z, target, grad, loss, RowOptions(-100, 0.0, 1.0))
     assert torch.isnan(loss[:2]).all()
     assert torch.isnan(grad[:2].float()).all()
     expected = reference(z[2:], target[2:], reduction="none")
@@ -732,7 +800,7 @@ def test_no_grad_computes_only_the_loss(monkeypatch: pytest.MonkeyPatch, inplace
     def no_buffer(like: torch.Tensor) -> torch.Tensor:
         raise AssertionError("a gradient buffer was made under no_grad")
 
-    monkeypatch.setattr(fused, "_new_buffer", no_buffer)
+    monkeypatch.setattr(buffers, "new_buffer", no_buffer)
     logits = torch.randn(4, 9, requires_grad=True)
     before = logits.detach().clone()
     target = torch.tensor([0, 1, 2, 8])
@@ -745,14 +813,14 @@ def test_no_grad_computes_only_the_loss(monkeypatch: pytest.MonkeyPatch, inplace
 
 def test_linear_no_grad_does_only_the_forward_products(monkeypatch: pytest.MonkeyPatch) -> None:
     seen = []
-    real_pass = fused._linear_pass
+    real_pass = linear.linear_pass
 
     def recording_pass(*args, **kwargs):
         grads = real_pass(*args, **kwargs)
         seen.append((args[-1], grads))
         return grads
 
-    monkeypatch.setattr(fused, "_linear_pass", recording_pass)
+    monkeypatch.setattr(linear, "linear_pass", recording_pass)
     hidden = torch.randn(6, 3, requires_grad=True)
     weight = torch.randn(7, 3, requires_grad=True)
     target = torch.tensor([0, 6, 1, 2, 2, 5])
@@ -767,13 +835,13 @@ def test_linear_uses_a_transposed_weight_without_copying(monkeypatch: pytest.Mon
     # a tied/transposed (V, H) weight: gradients as PyTorch's, and the weight the chunks read is
     # the caller's memory, not a V x H copy
     seen = []
-    real_pass = fused._linear_pass
+    real_pass = linear.linear_pass
 
     def recording_pass(hidden, weight, *args, **kwargs):
         seen.append(weight.data_ptr())
         return real_pass(hidden, weight, *args, **kwargs)
 
-    monkeypatch.setattr(fused, "_linear_pass", recording_pass)
+    monkeypatch.setattr(linear, "linear_pass", recording_pass)
     gen = torch.Generator().manual_seed(10)
     hidden = torch.randn(13, 6, generator=gen, dtype=torch.float64)
     embedding = torch.randn(6, 40, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -802,6 +870,7 @@ def test_inplace_backward_rejects_a_leaf_that_requires_grad(view: bool) -> None:
     assert torch.equal(leaf.detach(), before)
 
 
+@c_loops
 def test_overlapping_logits_are_fine_without_inplace() -> None:
     # expand(): every row is the same memory; read-only use gives PyTorch's values
     x = torch.randn(1, 6, requires_grad=True)
