@@ -220,11 +220,13 @@ def ink_is_dark(gray: np.ndarray) -> bool:
 
 
 def ink_map(gray: np.ndarray) -> np.ndarray:
-    """Light ink on dark paper (H, W) -> the ink alone, in [0, 1] with its maximum at 1.
+    """Light ink on dark paper (H, W) -> the ink alone, in [0, 1].
 
     ``residual = gray - background(gray)`` is 0 on paper up to noise; the paper's noise level
-    (median + 3 scaled MADs of the residual, since paper is most of the picture) is subtracted,
-    then the rest is stretched so that the strongest ink is 1.
+    (median + 3 scaled MADs of the residual, since paper is most of the picture) is subtracted.
+    The rest is stretched so that the median of the visible ink (above ``INK_THRESHOLD`` of the
+    strongest) is 1, and clipped there: MNIST's strokes are saturated at their core, and a
+    shadow across the digit must not leave half of it faint.
     """
     residual = gray - background(gray)
     median = np.median(residual)
@@ -235,7 +237,8 @@ def ink_map(gray: np.ndarray) -> np.ndarray:
             "no digit found: every pixel has the background's level; give an image with a "
             "digit drawn in a contrasting colour"
         )
-    return ink / ink.max()
+    visible = ink[ink > INK_THRESHOLD * ink.max()]
+    return np.clip(ink / np.median(visible), 0.0, 1.0)
 
 
 def _main_run(profile: np.ndarray) -> slice:
