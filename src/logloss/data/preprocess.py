@@ -10,8 +10,8 @@ the ink from paper that a phone photo shows unevenly lit (a gradient, a vignette
    surface fitted to the picture's frame (:func:`ink_is_dark`);
 3. subtract the local background, a grey *opening* (minimum, then maximum, over a square a third
    of the picture wide): it removes strokes narrower than the square and keeps the lighting, which
-   varies slowly; then subtract the paper's noise level and stretch so that the
-   strongest ink is 1 (:func:`ink_map`);
+   varies slowly; then subtract the paper's noise level and stretch so that the ink's median
+   is full strength, as in MNIST's saturated strokes (:func:`ink_map`);
 4. crop to the bounding box of the ink (the rows and columns holding a visible share of it,
    next to each other: a speck of noise at the edge does not count);
 5. resize so that the longer side is 20 pixels, keeping the aspect ratio;
