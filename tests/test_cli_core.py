@@ -175,14 +175,14 @@ def test_loss_with_extreme_values(capsys):
         (["loss", "--logits", "0", "1", "--target", "5"], "target 5 is outside [0, 2)"),
         (["loss", "--logits", "0", "1", "--target", "-1"], "target -1 is outside [0, 2)"),
         (["loss", "--logits", "0", "1"], "give --target K"),
-        (["loss", "--logits", "0", "nan", "--target", "0"], "--logits value 2 is nan"),
+        (["loss", "--logits", "0", "nan", "--target", "0"], "logits[1] is nan"),
         (["loss", "--logits", "inf", "0", "--target", "0"], "logits[0] is inf"),
         (["loss", "--logits", "1", "--target", "0"], "at least 2 classes"),
         (["loss", "--logits", "0", "1", "--value", "-3"], "finite loss >= 0"),
         (["loss", "--logits", "0", "1", "--target", "0", "--width", "0"], "--width must be"),
-        (["softmax", "1", "inf"], "T 2 is inf"),
+        (["softmax", "1", "inf"], "T[1] is inf"),
         (["softmax", "-inf", "-inf"], "every T is -inf"),
-        (["sigmoid", "nan"], "T 1 is nan"),
+        (["sigmoid", "nan"], "T[0] is nan"),
     ],
 )
 def test_invalid_input_is_one_line_and_status_2(capsys, argv, message):
@@ -192,6 +192,33 @@ def test_invalid_input_is_one_line_and_status_2(capsys, argv, message):
     assert err.startswith("logloss: error: ")
     assert message in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("command", "allowed", "refused"),
+    [
+        (["loss", "--target", "0", "--logits", "1"], ["-inf"], ["nan", "inf"]),
+        (["softmax", "1"], ["-inf"], ["nan", "inf"]),
+        (["sigmoid", "1"], ["inf", "-inf"], ["nan"]),
+    ],
+)
+def test_the_message_states_the_rule_the_check_applies(capsys, command, allowed, refused):
+    # Issue 14: "nan" was refused with "(inf and -inf are allowed)", then "inf" was refused too.
+    rules = set()
+    for value in refused:
+        status, _, err = run(capsys, *command, value, "3")
+        assert status == 2
+        assert err.count("\n") == 1
+        assert f"[1] is {value};" in err  # the position, named as an index: logits[1], T[1]
+        rules.add(err.split("; ", 1)[1])
+    assert len(rules) == 1  # one rule, whichever value broke it
+    for value in allowed:
+        assert run(capsys, *command, value, "3")[0] == 0, value
+    (rule,) = rules
+    if "inf" in allowed:
+        assert "inf and -inf are allowed" in rule
+    else:
+        assert "must be finite or -inf" in rule
 
 
 def test_unparseable_number_exits_2(capsys):

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from collections import Counter
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 from scipy.special import gammaln
 
-from logloss.likelihood import likelihood, log_likelihood, mle
+from logloss.likelihood import (
+    _newton_direction,
+    _numerical_mle,
+    likelihood,
+    log_likelihood,
+    mle,
+)
 
 # --------------------------------------------------------------------------------------------
 # strategies: outcomes over a small alphabet and a probability vector for it
@@ -62,8 +71,9 @@ def test_article_balls_mle():
     assert (
         result.derivation == "dL/dp = 3p^2 (1-p)^2 - 2p^3 (1-p) = 0  ->  3(1-p) = 2p  ->  p = 3/5"
     )
-    assert result.max_difference < 1e-6
-    assert result.numerical["b"] == pytest.approx(0.6, abs=1e-6)
+    # The machine check: Newton's method, which never uses count / n, lands on 3/5.
+    assert result.max_difference < 1e-12
+    assert result.numerical["b"] == pytest.approx(0.6, abs=1e-12)
 
 
 def test_estimate_is_where_the_derivative_vanishes():
@@ -143,21 +153,49 @@ def test_mle_maximises_likelihood(case):
     assert likelihood(outcomes, other) <= result.likelihood * (1 + 1e-12)
 
 
-@settings(max_examples=25, deadline=None)
-# At most 10 symbols x 10**4 = 10**5 outcomes per example (the skewed 1 : 999999 case is below).
-@given(st.lists(st.integers(1, 10**4), min_size=2, max_size=10))
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(1, 10**9), min_size=2, max_size=50))
 def test_numerical_maximiser_agrees_with_closed_form(counts):
-    outcomes = [symbol for symbol, count in enumerate(counts, start=2) for _ in range(count)]
-    result = mle(outcomes)
-    for symbol, count in enumerate(counts, start=2):
-        assert abs(result.numerical[symbol] - count / sum(counts)) < 1e-6
-    assert result.max_difference < 1e-6
+    # Counts, not outcome lists: _numerical_mle sees only counts, and 10**9 outcomes would not fit.
+    found, steps = _numerical_mle(dict(enumerate(counts)))
+    total = sum(counts)
+    for symbol, count in enumerate(counts):
+        assert abs(found[symbol] - count / total) < 1e-12  # float64: to rounding
+    assert steps <= 40  # damped Newton, then quadratic convergence
 
 
 def test_numerical_maximiser_on_a_skewed_sample():
     result = mle("a" + "b" * 999_999)
-    assert result.numerical["a"] == pytest.approx(1e-6, abs=1e-9)
-    assert result.max_difference < 1e-9
+    assert result.numerical["a"] == pytest.approx(1e-6, rel=1e-9)
+    assert result.max_difference < 1e-12
+    extreme, _ = _numerical_mle({"a": 1, "b": 10**12})
+    assert extreme["a"] == pytest.approx(1e-12, rel=1e-4)  # absolute error ~1e-16 in p
+
+
+def test_newton_direction_vanishes_only_at_the_closed_form():
+    # The iteration's own stopping point, checked at p = c/n (derived by hand) and away from it.
+    weights = np.array([3.0, 2.0]) / 5
+    direction, decrement = _newton_direction(weights, np.array([0.6, 0.4]))
+    assert np.abs(direction).max() < 1e-15
+    assert decrement < 1e-30
+    direction, decrement = _newton_direction(weights, np.array([0.5, 0.5]))
+    # One Newton step from 1/2: h = p^2 / w = (5/12, 5/8), lam = -1 / sum h = -24/25,
+    # d = h (w / p + lam) = (5/12 * (6/5 - 24/25), ...) = (1/10, -1/10): exact for two symbols.
+    assert direction == pytest.approx([0.1, -0.1], abs=1e-15)
+    assert decrement > 0
+
+
+def test_mle_runs_without_torch():
+    # The numerical check is NumPy: `logloss mle` must not pay torch's import (issue 14).
+    script = (
+        "import sys; from logloss.cli import main; status = main(['mle', 'wbwbb']); "
+        "print(sorted(m for m in ('torch', 'scipy') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.splitlines()[-1] == "[]"
+    assert "Newton's method" in done.stdout
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,7 +7,15 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from logloss.data.preprocess import centre_of_mass, load_image, to_grayscale, to_mnist
+from _photos import LIGHTINGS, lit_photo
+from logloss.data.preprocess import (
+    background,
+    centre_of_mass,
+    ink_is_dark,
+    load_image,
+    to_grayscale,
+    to_mnist,
+)
 
 
 def ink_box(image: np.ndarray) -> tuple[int, int]:
@@ -148,3 +156,72 @@ def test_a_decompression_bomb_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(ValueError, match=r"big\.png is too large to read safely"):
         load_image(path)
+
+
+# --------------------------------------------------------------------------------------------
+# uneven lighting (issue 14: a phone photo of a 7 with a lighting gradient was read as a 0)
+
+
+@pytest.mark.parametrize("name", sorted(LIGHTINGS))
+def test_lit_photos_convert_like_the_clean_digit(data_dir, name):
+    from logloss.data import load_dataset
+
+    images, _ = load_dataset("mnist", "test", data_dir=data_dir)
+    correlations = []
+    for index in range(12):
+        photo = lit_photo(images[index], seed=index, **LIGHTINGS[name])
+        clean = to_mnist(images[index]).astype(float).ravel()
+        correlations.append(np.corrcoef(to_mnist(photo).astype(float).ravel(), clean)[0, 1])
+    assert np.median(correlations) > 0.9, correlations
+    assert min(correlations) > 0.5, correlations  # the 12 digits, not only most of them
+
+
+@pytest.mark.parametrize("name", ["gradient", "strong gradient", "vignette", "soft shadow"])
+def test_the_lighting_is_uneven_enough_to_defeat_one_threshold(name):
+    # The premise of the test above: some paper is darker than some ink, so no single gray
+    # level separates them and the background has to be estimated locally.
+    digit = np.zeros((28, 28), dtype=np.uint8)
+    digit[4:24, 12:16] = 255  # a "1"
+    photo = lit_photo(digit, noise=0.0, **LIGHTINGS[name]).astype(float)
+    strokes = lit_photo(digit, noise=0.0, low=1.0, high=1.0) < 128  # where the ink is
+    assert photo[~strokes].min() < photo[strokes].max()
+    # ... and the conversion still finds the "1": 20 tall, narrow, centred.
+    height, width = ink_box(to_mnist(photo.astype(np.uint8)) > 64)
+    assert height == 20
+    assert width <= 6
+
+
+def test_ink_polarity_under_a_gradient(data_dir):
+    from logloss.data import load_dataset
+
+    images, _ = load_dataset("mnist", "test", data_dir=data_dir)
+    for index in range(10):
+        photo = to_grayscale(lit_photo(images[index], seed=index, **LIGHTINGS["strong gradient"]))
+        assert ink_is_dark(photo)
+        assert not ink_is_dark(1.0 - photo)
+        assert not ink_is_dark(to_grayscale(images[index]))  # MNIST: white ink on black
+
+
+def test_background_keeps_a_gradient_and_removes_strokes():
+    y, x = np.mgrid[0:60, 0:80] / 80
+    paper = 0.2 + 0.5 * x + 0.2 * y  # (60, 80) a linear gradient, in [0.2, 0.9]
+    inked = paper.copy()
+    inked[10:50, 30:36] += 0.3  # a light stroke, 6 pixels wide
+    np.testing.assert_allclose(background(paper), paper, atol=1e-12)  # kept exactly
+    # With a stroke on the slope, the opening moves by at most slope x stroke width (up where a
+    # square meets the stroke; down at the border, where the padding reflects it).
+    error = np.abs(background(inked) - paper)
+    assert error.max() <= 6 * (0.5 + 0.2) / 80
+    assert (inked - background(inked))[10:50, 30:36].min() >= 0.3 - 6 * (0.5 + 0.2) / 80
+
+
+def test_a_large_photo_is_reduced_first(data_dir):
+    from logloss.data import load_dataset
+
+    images, _ = load_dataset("mnist", "test", data_dir=data_dir)
+    small = lit_photo(images[0], height=800, width=600, **LIGHTINGS["gradient"])
+    photo = np.asarray(Image.fromarray(small).resize((3000, 4000), Image.Resampling.BILINEAR))
+    assert photo.shape == (4000, 3000)  # the size of the photo in issue 14
+    digit = to_mnist(photo)
+    clean = to_mnist(images[0])
+    assert np.corrcoef(digit.astype(float).ravel(), clean.astype(float).ravel())[0, 1] > 0.9

@@ -88,7 +88,7 @@ def test_presets():
     assert best.augment
     with pytest.raises(ValueError, match="unknown preset 'fast'"):
         TrainConfig.preset("fast")
-    assert parse_hidden("1024, 512,") == (1024, 512)
+    assert parse_hidden("1024, 512") == (1024, 512)
 
 
 def test_the_default_validation_size_is_a_twelfth_5000_for_mnist():

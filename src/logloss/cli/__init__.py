@@ -6,7 +6,12 @@ an exit status).  Modules import heavy libraries (torch, matplotlib) inside thei
 ``logloss --help`` stays fast.
 
 Errors: a handler raises :class:`CLIError` (or ``ValueError`` from the library) for bad input;
-``main`` prints one line, ``logloss: error: <message>``, and exits with status 2.
+``main`` prints one line, ``logloss: error: <message>``, and exits with status 2.  Handlers check
+their arguments before importing torch (:func:`check_run_folder` for ``--checkpoint``), so a bad
+argument costs milliseconds, not the seconds torch takes to load.
+
+``logloss completion bash|zsh`` prints a shell completion script generated from these argparse
+definitions by shtab.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from logloss._version import __version__
 
 # One module per subcommand group; order is the order of ``logloss --help``.
 COMMAND_MODULES = ("core", "data", "train", "predict", "explain", "evaluate", "report", "serve")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # as logloss.training.devices, without torch
+COMPLETION_SHELLS = ("bash", "zsh")
+RUN_METADATA = "checkpoint.json"  # the file that makes a folder a run (training.run_folder)
 
 
 class CLIError(Exception):
@@ -69,6 +77,19 @@ def add_checkpoint_arguments(
         )
 
 
+def check_run_folder(path: Path) -> None:
+    """``--checkpoint DIR`` is a run folder (it holds checkpoint.json), or a one-line error.
+
+    Cheap and torch-free: the commands that read a run call it before importing torch.
+    """
+    if not (path / RUN_METADATA).is_file():
+        why = "" if path.is_dir() else f"; {path} is not a directory"
+        raise CLIError(
+            f"--checkpoint {path} is not a logloss checkpoint directory (no {RUN_METADATA}{why}); "
+            "pass the --out folder of a `logloss train` run"
+        )
+
+
 def print_json(payload: Any) -> None:
     """Print strict JSON under logloss's one policy (:mod:`logloss._json`: non-finite floats as
     the strings "NaN", "Infinity", "-Infinity")."""
@@ -86,7 +107,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name in COMMAND_MODULES:
         importlib.import_module(f"logloss.cli.{name}").register(subparsers)
+    _add_completion(subparsers, parser)
     return parser
+
+
+def _add_completion(subparsers: Any, root: argparse.ArgumentParser) -> None:
+    """``logloss completion bash|zsh``: the completion script of ``root``, by shtab."""
+    completion = subparsers.add_parser(
+        "completion",
+        help="print a shell completion script (bash or zsh)",
+        description="Print a completion script for every command and option, generated from "
+        "logloss's own argument definitions (by shtab).  bash: "
+        "logloss completion bash > ~/.local/share/bash-completion/completions/logloss ; "
+        'zsh: logloss completion zsh > "${fpath[1]}/_logloss" (then restart the shell).',
+    )
+    completion.add_argument("shell", choices=COMPLETION_SHELLS, help="bash or zsh")
+
+    def run_completion(args: argparse.Namespace) -> int:
+        import shtab  # only this command needs it: keeps `logloss --help` fast
+
+        print(shtab.complete(root, shell=args.shell))
+        return 0
+
+    completion.set_defaults(handler=run_completion)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -63,7 +63,7 @@ def _add_mle(subparsers: Any) -> None:
         dest="numerical",
         action="store_false",
         default=True,
-        help="skip the numerical maximisation (which imports torch)",
+        help="skip the numerical check (Newton's method on log L, in NumPy)",
     )
     add_json_flag(mle)
     mle.set_defaults(handler=run_mle)
@@ -142,10 +142,15 @@ def _add_loss(subparsers: Any) -> None:
 # handlers
 
 
-def _reject_nan(values: Sequence[float], what: str) -> None:
+def _check_numbers(values: Sequence[float], name: str, *, inf_allowed: bool) -> None:
+    """NaN is never allowed; ``+inf`` only where the command defines it (sigmoid(inf) = 1).
+
+    The message states the rule the check applies and names the position as ``T[1]``.
+    """
+    rule = "numbers (inf and -inf are allowed)" if inf_allowed else "finite or -inf (-inf: p = 0)"
     for index, value in enumerate(values):
-        if math.isnan(value):
-            raise CLIError(f"{what} {index + 1} is nan; give numbers (inf and -inf are allowed)")
+        if math.isnan(value) or (value == math.inf and not inf_allowed):
+            raise CLIError(f"{name}[{index}] is {value}; {name} must be {rule}")
 
 
 def run_mle(args: argparse.Namespace) -> int:
@@ -185,9 +190,10 @@ def run_mle(args: argparse.Namespace) -> int:
     lines.append(f"log-likelihood at the estimate: {result.log_likelihood:.6f}")
     if result.numerical is not None:
         found = ", ".join(f"P({s}) = {result.numerical[s]:.9f}" for s in symbols)
+        steps = result.numerical_iterations
         lines.append(
             f"numerical check ({result.numerical_method}): {found}; largest difference from "
-            f"count / n: {result.max_difference:.1e} after {result.numerical_iterations} iterations"
+            f"count / n: {result.max_difference:.1e} after {steps} step{'' if steps == 1 else 's'}"
         )
     print("\n".join(lines))
     return 0
@@ -203,7 +209,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def run_sigmoid(args: argparse.Namespace) -> int:
-    _reject_nan(args.t, "T")
+    _check_numbers(args.t, "T", inf_allowed=True)
     t = np.array(args.t, dtype=np.float64)  # (n,)
     s = sigmoid(t)
     mirror = 1.0 - sigmoid(-t)  # the symmetry: sigmoid(t) = 1 - sigmoid(-t)
@@ -248,11 +254,8 @@ def run_sigmoid(args: argparse.Namespace) -> int:
 
 
 def run_softmax(args: argparse.Namespace) -> int:
-    _reject_nan(args.t, "T")
+    _check_numbers(args.t, "T", inf_allowed=False)  # softmax of +inf is undefined
     t = np.array(args.t, dtype=np.float64)  # (C,)
-    for index, value in enumerate(t):
-        if value == math.inf:
-            raise CLIError(f"T {index + 1} is inf: softmax is undefined; use a finite number")
     if np.all(t == -math.inf):
         raise CLIError("every T is -inf: no class has a probability; give a finite number")
     p = softmax(t)
@@ -297,7 +300,7 @@ def run_loss(args: argparse.Namespace) -> int:
         raise CLIError("give --target K (the true class) or --value X (a reported loss), or both")
     if args.width < 1:
         raise CLIError(f"--width must be at least 1, got {args.width}")
-    _reject_nan(args.logits, "--logits value")
+    # explain() checks the logits: "logits[1] is nan; logits must be finite or -inf (...)".
     explanation = explain(args.logits, args.target, value=args.value, labels=args.labels)
     if args.json:
         print_json(explanation.to_dict())

@@ -2,29 +2,45 @@
 
 LeCun, Cortes and Burges describe MNIST's digits as size-normalised to fit a 20x20 box keeping
 their aspect ratio (anti-aliased, hence the gray levels), then centred in a 28x28 field by their
-centre of mass.  ``to_mnist`` does the same to any grayscale or colour image:
+centre of mass.  ``to_mnist`` does the same to any grayscale or colour image, after separating
+the ink from paper that a phone photo shows unevenly lit (a gradient, a vignette, a soft shadow):
 
-1. grayscale in [0, 1] (ITU-R 601 luma for colour);
-2. white ink on black: invert when the background (median of the border pixels) is light;
-3. subtract the background and stretch so that the strongest ink is 1;
-4. crop to the bounding box of the ink (pixels above ``INK_THRESHOLD``);
+1. grayscale in [0, 1] (ITU-R 601 luma for colour), reduced to at most 256 pixels a side;
+2. white ink on black: invert when the ink is darker than the paper, whose level is a smooth
+   surface fitted to the picture's frame (:func:`ink_is_dark`);
+3. subtract the local background, a grey *opening* (minimum, then maximum, over a square a third
+   of the picture wide): it removes strokes narrower than the square and keeps the lighting, which
+   varies slowly; then subtract the paper's noise level and stretch so that the ink's median
+   is full strength, as in MNIST's saturated strokes (:func:`ink_map`);
+4. crop to the bounding box of the ink (the rows and columns holding a visible share of it,
+   next to each other: a speck of noise at the edge does not count);
 5. resize so that the longer side is 20 pixels, keeping the aspect ratio;
 6. paste into 28x28 so that the centre of mass sum(i * v) / sum(v) lands on pixel (14, 14),
    the same place as in MNIST itself (its mean centre of mass, in array indices, is (14.0, 14.0)).
+
+A shadow with a hard edge across the digit is not lighting that varies slowly: its edge can
+survive as ink.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MNIST_SIZE = 28  # side of the output field
 BOX_SIZE = 20  # the digit's longer side after size normalisation
 CENTRE = 14.0  # where the centre of mass goes, in array indices
 INK_THRESHOLD = 0.1  # stretched ink above this belongs to the digit's bounding box
+LINE_FRACTION = 0.02  # ... in rows and columns holding at least this share of the fullest one
+GAP_DIVISOR = 8  # ... and not cut off from the digit by more than 1/8 of the picture
+WORK_SIDE = 256  # larger pictures are reduced to this longer side first (bounded work)
+BACKGROUND_DIVISOR = 3  # the opening's square: a third of the longer side, wider than a stroke
+NOISE_MADS = 3.0  # paper noise: median + 3 scaled median absolute deviations of the residual
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 weights for R, G, B
 
 
@@ -131,11 +147,131 @@ def _resize(patch: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.clip(np.asarray(resized, dtype=np.float64), 0.0, 1.0)
 
 
+def _reduce(gray: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
+    """``gray`` (H, W) shrunk so that its longer side is at most ``side`` (aspect kept)."""
+    scale = side / max(gray.shape)
+    if scale >= 1.0:
+        return gray
+    return _resize(gray, max(1, round(gray.shape[0] * scale)), max(1, round(gray.shape[1] * scale)))
+
+
+def _sliding(
+    image: np.ndarray, size: int, reduce: Callable[..., np.ndarray], bounds: tuple[float, float]
+) -> np.ndarray:
+    """``reduce`` (np.min or np.max) over a ``size x size`` square around each pixel.
+
+    Separable: rows, then columns.  The borders are padded by odd reflection
+    (``2 f(edge) - f(mirror)``), which continues a linear gradient instead of folding it, clipped
+    to ``bounds`` (the original picture's range) so that a stroke near the border cannot reflect
+    into a value no pixel has.
+    """
+    low, high = bounds
+    for axis in (0, 1):
+        before = size // 2
+        padding = [(0, 0), (0, 0)]
+        padding[axis] = (before, size - 1 - before)
+        padded = np.clip(np.pad(image, padding, mode="reflect", reflect_type="odd"), low, high)
+        image = reduce(sliding_window_view(padded, size, axis=axis), axis=-1)
+    return image
+
+
+def background(gray: np.ndarray) -> np.ndarray:
+    """The grey opening of ``gray`` (light ink on dark paper): ``max(min(gray))`` over squares
+    of side ``max(H, W) / 3`` (made odd, so that the square is centred) -> (H, W).
+
+    The opening removes bright structures narrower than the square (the strokes) and keeps any
+    monotone variation, such as a lighting gradient, exactly.
+
+    >>> ramp = np.linspace(0.0, 0.5, 32)[None, :].repeat(32, axis=0)
+    >>> bool(np.allclose(background(ramp), ramp))
+    True
+    """
+    size = max(3, max(gray.shape) // BACKGROUND_DIVISOR) | 1
+    bounds = (float(gray.min()), float(gray.max()))
+    return _sliding(_sliding(gray, size, np.min, bounds), size, np.max, bounds)
+
+
+def _paper_level(gray: np.ndarray) -> np.ndarray:
+    """The quadratic surface in (row, col) fitted by least squares to the pixels of the
+    picture's outer frame (the paper around the digit) -> (H, W): the paper's level under a
+    lighting gradient or a vignette."""
+    height, width = gray.shape
+    rows, cols = np.mgrid[0:height, 0:width] / max(height, width)  # scaled: a well-posed fit
+    frame = np.zeros(gray.shape, dtype=bool)
+    frame[[0, -1], :] = frame[:, [0, -1]] = True
+    terms = (np.ones_like(rows), rows, cols, rows * rows, rows * cols, cols * cols)
+    design = np.stack([t[frame] for t in terms], axis=1)  # (F, 6)
+    coefficients = np.linalg.lstsq(design, gray[frame], rcond=None)[0]
+    return sum(c * t for c, t in zip(coefficients, terms, strict=True))
+
+
+def ink_is_dark(gray: np.ndarray) -> bool:
+    """Whether the ink is darker than its paper: the far tail (0.2%) of ``gray`` minus the
+    paper's level (:func:`_paper_level`) reaches further below 0 than above.  Unlike the
+    brightness of the border alone, this holds under a lighting gradient and in a dim photo.
+
+    >>> paper = np.linspace(0.9, 0.4, 40)[None, :].repeat(40, axis=0)  # a lighting gradient
+    >>> paper[10:30, 18:22] -= 0.3  # a dark stroke
+    >>> ink_is_dark(paper), ink_is_dark(1.0 - paper)
+    (True, False)
+    """
+    low, high = np.percentile(gray - _paper_level(gray), [0.2, 99.8])
+    return bool(-low > high)
+
+
+def ink_map(gray: np.ndarray) -> np.ndarray:
+    """Light ink on dark paper (H, W) -> the ink alone, in [0, 1].
+
+    ``residual = gray - background(gray)`` is 0 on paper up to noise; the paper's noise level
+    (median + 3 scaled MADs of the residual, since paper is most of the picture) is subtracted.
+    The rest is stretched so that the median of the visible ink (above ``INK_THRESHOLD`` of the
+    strongest) is 1, and clipped there: MNIST's strokes are saturated at their core, and a
+    shadow across the digit must not leave half of it faint.
+    """
+    residual = gray - background(gray)
+    median = np.median(residual)
+    spread = 1.4826 * np.median(np.abs(residual - median))  # the MAD as a standard deviation
+    ink = np.clip(residual - (median + NOISE_MADS * spread), 0.0, None)
+    if ink.max() <= 1.0 / 255:
+        raise ValueError(
+            "no digit found: every pixel has the background's level; give an image with a "
+            "digit drawn in a contrasting colour"
+        )
+    visible = ink[ink > INK_THRESHOLD * ink.max()]
+    return np.clip(ink / np.median(visible), 0.0, 1.0)
+
+
+def _main_run(profile: np.ndarray) -> slice:
+    """The span of the heaviest group of lines (rows or columns) of a (N,) ink profile.
+
+    Lines holding at least ``LINE_FRACTION`` of the fullest one count; groups are separated by
+    more than ``N / GAP_DIVISOR`` empty lines, so a stroke drawn apart stays with its digit
+    while a speck of noise or lighting at the picture's edge does not stretch the box.
+    """
+    lines = np.flatnonzero(profile >= LINE_FRACTION * profile.max())
+    groups = np.split(lines, np.flatnonzero(np.diff(lines) > len(profile) // GAP_DIVISOR) + 1)
+    heaviest = max(groups, key=lambda group: profile[group].sum())
+    return slice(int(heaviest[0]), int(heaviest[-1]) + 1)
+
+
+def ink_box(ink: np.ndarray) -> tuple[slice, slice]:
+    """The (rows, columns) slices of the ink's bounding box: pixels above ``INK_THRESHOLD``,
+    in the heaviest group of rows and of columns (:func:`_main_run`).
+
+    >>> ink = np.zeros((40, 40)); ink[10:30, 15:20] = 1.0; ink[39, 0] = 0.5  # a speck
+    >>> ink_box(ink)
+    (slice(10, 30, None), slice(15, 20, None))
+    """
+    strong = np.where(ink > INK_THRESHOLD, ink, 0.0)
+    return _main_run(strong.sum(axis=1)), _main_run(strong.sum(axis=0))
+
+
 def to_mnist(image: np.ndarray) -> np.ndarray:
     """Size-normalise and centre one digit the way MNIST was made -> uint8 (28, 28).
 
-    White ink on black; the ink's bounding box scaled so its longer side is 20 pixels (aspect
-    kept); centre of mass moved to (14, 14) by a whole-pixel shift (kept inside the field).
+    White ink on black, the lighting removed (see the module's steps); the ink's bounding box
+    scaled so its longer side is 20 pixels (aspect kept); centre of mass moved to (14, 14) by a
+    whole-pixel shift (kept inside the field).
 
     Args:
         image: (H, W) grayscale or (H, W, 3|4) colour; uint8, or float in [0, 1].
@@ -151,21 +287,11 @@ def to_mnist(image: np.ndarray) -> np.ndarray:
     >>> digit.shape, digit.dtype, int(digit.max()), int((digit > 0).sum())
     ((28, 28), dtype('uint8'), 255, 400)
     """
-    gray = to_grayscale(image)
-    # MNIST is white ink on black: invert dark-on-light paper.
-    if border_median(gray) > 0.5:
+    gray = _reduce(to_grayscale(image))
+    if ink_is_dark(gray):  # MNIST is white ink on black: invert dark-on-light paper
         gray = 1.0 - gray
-    ink = np.clip(gray - border_median(gray), 0.0, None)
-    if ink.max() <= 1.0 / 255:
-        raise ValueError(
-            "no digit found: every pixel has the background's level; give an image with a "
-            "digit drawn in a contrasting colour"
-        )
-    ink = ink / ink.max()
-
-    rows = np.flatnonzero((ink > INK_THRESHOLD).any(axis=1))
-    cols = np.flatnonzero((ink > INK_THRESHOLD).any(axis=0))
-    patch = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    ink = ink_map(gray)
+    patch = ink[ink_box(ink)]
 
     scale = BOX_SIZE / max(patch.shape)
     height = max(1, round(patch.shape[0] * scale))

@@ -132,19 +132,22 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
-    """``"1024,1024"`` -> ``(1024, 1024)``.
+    """``"1024,1024"`` -> ``(1024, 1024)``; every comma separates two widths.
+
+    An empty width (``"256,,256"``, ``"256,"``) is an error, not a silently different network.
 
     >>> parse_hidden("256, 128")
     (256, 128)
     """
+    parts = [part.strip() for part in str(text).split(",")]
     try:
-        widths = tuple(int(part) for part in str(text).split(",") if part.strip())
+        widths = tuple(int(part) for part in parts)
     except ValueError:
+        empty = [index for index, part in enumerate(parts) if not part]
+        where = f" (width {empty[0] + 1} of {len(parts)} is empty)" if empty else ""
         raise ValueError(
-            f"hidden must be comma-separated layer widths such as 256,256; got {text!r}"
+            f"hidden must be comma-separated layer widths such as 256,256; got {text!r}{where}"
         ) from None
-    if not widths:
-        raise ValueError(f"hidden needs at least one layer width, got {text!r}")
     return widths
 
 
