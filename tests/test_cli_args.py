@@ -51,7 +51,6 @@ RUN = "{run}"  # a folder holding a checkpoint.json: a run as far as the argumen
 MISSING = "{missing}"  # a path that does not exist
 
 TORCH_FIRST = "imports torch before checking this argument (issue 13)"
-DATA_FIRST = "reads the dataset before checking this argument; not found is many lines (issue 14)"
 
 
 def later(*argv: str, message: str, owner: str, why: str = TORCH_FIRST) -> pytest.param:
@@ -91,55 +90,17 @@ CASES = [
     # explain, evaluate, report (cli/explain.py, evaluate.py, report.py, run_arguments.py)
     (["evaluate", "--checkpoint", RUN, "--bins", "0"], "--bins must be at least 1"),
     (["evaluate", "--checkpoint", RUN, "--split", "dev"], "invalid choice: 'dev'"),
-    later(
-        "evaluate",
-        "--checkpoint",
-        MISSING,
-        message="not a logloss checkpoint directory",
-        owner="evaluate",
-    ),
-    later(
-        "explain",
-        "--checkpoint",
-        MISSING,
-        message="not a logloss checkpoint directory",
-        owner="explain",
-    ),
-    later("explain", "--checkpoint", RUN, "--index", "-1", message="--index -1", owner="explain"),
-    later(
-        "report",
-        "--checkpoint",
-        MISSING,
-        message="not a logloss checkpoint directory",
-        owner="report",
-    ),
-    later("report", "--checkpoint", RUN, "--index", "-1", message="--index -1", owner="report"),
-    # data (cli/data.py): no torch, but the data is read before --index is checked, and a missing
-    # dataset is a many-line error today
+    (["evaluate", "--checkpoint", MISSING], "not a logloss checkpoint directory"),
+    (["explain", "--checkpoint", MISSING], "not a logloss checkpoint directory"),
+    (["explain", "--checkpoint", RUN, "--index", "-1"], "--index must be at least 0"),
+    (["report", "--checkpoint", MISSING], "not a logloss checkpoint directory"),
+    (["report", "--checkpoint", RUN, "--index", "-1"], "--index must be at least 0"),
+    # data (cli/data.py): no torch; --index and --scale checked before the data is read
     (["data", "fetch", "cifar"], "invalid choice: 'cifar'"),
-    later(
-        "data",
-        "show",
-        "mnist",
-        "--index",
-        "-1",
-        message="--index -1",
-        owner="data show",
-        why=DATA_FIRST,
-    ),
-    later(
-        "data",
-        "show",
-        "mnist",
-        "--index",
-        "0",
-        "--png",
-        "x.png",
-        "--scale",
-        "0",
-        message="--scale",
-        owner="data show",
-        why=DATA_FIRST,
+    (["data", "show", "mnist", "--index", "-1"], "--index -1 is negative"),
+    (
+        ["data", "show", "mnist", "--index", "0", "--png", "x.png", "--scale", "0"],
+        "--scale must be an integer from 1 to 64, got 0",
     ),
 ]
 

@@ -31,6 +31,7 @@ DATASET_NAMES = tuple(DATASETS)
 MIRRORS_ENV_VAR = "LOGLOSS_MIRRORS"
 SPLIT_NAMES = SPLITS  # the files of a dataset: train and test
 
+
 def data_dir_help(*, downloads: bool) -> str:
     """The help of ``--data-dir``: where datasets are looked for, and whether this command
     downloads into it."""
@@ -281,7 +282,10 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-
+    if args.index < 0:
+        raise CLIError(f"--index {args.index} is negative; samples are numbered from 0")
+    if not 1 <= args.scale <= 64:
+        raise CLIError(f"--scale must be an integer from 1 to 64, got {args.scale}")
     images, labels = load_dataset(args.name, args.split, data_dir=args.data_dir)
     if not 0 <= args.index < len(labels):
         raise CLIError(

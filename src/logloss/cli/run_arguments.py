@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from logloss.cli import CLIError, add_checkpoint_arguments
+from logloss.cli import CLIError, add_checkpoint_arguments, check_run_folder
 from logloss.cli.data import add_data_arguments
 from logloss.insight.kinds import KINDS  # NumPy only: cheap
 from logloss.insight.labels import parse_class_names
@@ -124,10 +124,13 @@ def check_source(args: argparse.Namespace) -> bool:
             "give either --checkpoint DIR (a trained run) or --predictions FILE (any model's "
             "outputs), not both or neither"
         )
+    if getattr(args, "index", None) is not None:
+        check_at_least(args.index, "--index", 0)
     if args.predictions is None:
         for flag in ("labels", "class_names", "calibration"):
             if getattr(args, flag, None) is not None:
                 raise CLIError(f"--{flag.replace('_', '-')} goes with --predictions FILE")
+        check_run_folder(args.checkpoint)  # before torch loads
     return args.predictions is not None
 
 
