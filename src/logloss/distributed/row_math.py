@@ -1,0 +1,150 @@
+"""The per-row steps: O(N) math on the statistics every rank gathered, the same on every rank.
+
+For row i with global logits f_i (after softcap), target y_i, class weights w (1 without
+weights, W = sum_j w_j), smoothing eps over V classes and z-loss scale lam, PyTorch's
+``F.cross_entropy`` (plus the z-loss of PaLM) is
+
+    lse_i = log sum_j exp(f_ij)
+    ce_i  = (1 - eps) w_{y_i} (lse_i - f_{i,y_i}) + eps/V (W lse_i - sum_j w_j f_ij)
+    zl_i  = lam lse_i^2
+
+(both 0 for ignored rows).  ``mean`` is sum(ce) / sum_{valid} w_{y_i} + sum(zl) / N_valid: the
+cross-entropy is PyTorch's weighted mean, the z-loss is not weighted.  Each rank contributes
+its shard's log-sum-exp, target logit and weighted sum (:mod:`shard_math`); after the collective
+every rank holds the same (P, 3, N) statistics and computes the same loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+@dataclass(frozen=True)
+class LossOptions:
+    """The validated options of one call, the same on every rank.
+
+    ``class_weight`` is the full (V,) weight vector in the accumulation dtype, or None.
+    """
+
+    ignore_index: int
+    reduction: str
+    smoothing: float
+    z_loss: float
+    softcap: float | None
+    class_weight: torch.Tensor | None
+    n_classes: int
+
+
+@dataclass(frozen=True)
+class RowTerms:
+    """Per-row quantities that depend only on the targets (replicated, so equal on all ranks).
+
+    valid (N,) bool; target_weight (N,) w_{y_i} (0 for ignored rows); ce_total 0-d
+    sum_{valid} w_{y_i} (N_valid without weights); n_valid 0-d; weight_sum W (V without
+    weights).
+    """
+
+    valid: torch.Tensor
+    target_weight: torch.Tensor
+    ce_total: torch.Tensor
+    n_valid: torch.Tensor
+    weight_sum: float
+
+
+def row_terms(target: torch.Tensor, opts: LossOptions, acc: torch.dtype) -> RowTerms:
+    """The :class:`RowTerms` of (N,) int64 targets (in [0, V) or ``ignore_index``)."""
+    valid = target != opts.ignore_index  # (N,)
+    if opts.class_weight is None:
+        target_weight = valid.to(acc)
+        weight_sum = float(opts.n_classes)
+    else:
+        safe = torch.where(valid, target, torch.zeros_like(target))
+        target_weight = torch.where(valid, opts.class_weight[safe], 0.0).to(acc)
+        weight_sum = float(opts.class_weight.sum())
+    n_valid = valid.sum().to(acc)
+    return RowTerms(valid, target_weight, target_weight.sum(), n_valid, weight_sum)
+
+
+def combine_row_stats(
+    gathered: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Global per-row statistics from every rank's :func:`shard_math.shard_row_stats`.
+
+    lse_i = log sum_r exp(lse_ri) (NaN if any rank's is NaN), f_{i,y_i} = sum_r t_ri (one rank
+    holds the target, the others add 0), S_i = sum_r s_ri.
+
+    Args:
+        gathered: (P, 3, N), rank r's statistics at [r].
+
+    Returns:
+        lse, target logit, weighted row sum, each (N,).
+    """
+    lse = torch.logsumexp(gathered[:, 0], dim=0)  # all -inf -> -inf; a NaN stays NaN
+    sums = gathered[:, 1:].sum(dim=0)  # (2, N)
+    return lse, sums[0], sums[1]
+
+
+def row_losses(
+    lse: torch.Tensor,
+    target_logit: torch.Tensor,
+    smooth_sum: torch.Tensor,
+    terms: RowTerms,
+    opts: LossOptions,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ce, zl), each (N,): the cross-entropy and z-loss of every row, 0 for ignored rows."""
+    eps = opts.smoothing
+    ce = (1.0 - eps) * terms.target_weight * (lse - target_logit)
+    if eps > 0.0:  # skipped at 0: 0 * (-inf) would be NaN
+        ce = ce + eps / opts.n_classes * (terms.weight_sum * lse - smooth_sum)
+    zero = torch.zeros_like(ce)
+    ce = torch.where(terms.valid, ce, zero)
+    zl = torch.where(terms.valid, opts.z_loss * lse.square(), zero) if opts.z_loss else zero
+    return ce, zl
+
+
+def reduce_losses(
+    ce: torch.Tensor, zl: torch.Tensor, terms: RowTerms, reduction: str
+) -> torch.Tensor:
+    """none -> ce + zl (N,); sum -> their sum; mean -> sum(ce) / ce_total + sum(zl) / n_valid.
+
+    A mean with nothing to count (every row ignored) is NaN, as in PyTorch.
+    """
+    if reduction == "none":
+        return ce + zl
+    if reduction == "sum":
+        return ce.sum() + zl.sum()
+    return ce.sum() / terms.ce_total + zl.sum() / terms.n_valid
+
+
+def _row_scale(
+    grad_output: torch.Tensor, total: torch.Tensor, terms: RowTerms, reduction: str
+) -> torch.Tensor:
+    """(N,) d loss / d row loss: grad_output / total for mean (0 when total is 0), grad_output
+    for sum, grad_output[i] for none; 0 for ignored rows."""
+    g = grad_output.to(terms.target_weight.dtype)
+    if reduction == "mean":
+        g = torch.where(total > 0, g / total.clamp(min=torch.finfo(total.dtype).tiny), 0.0)
+    return torch.where(terms.valid, g.expand(terms.valid.shape), 0.0)
+
+
+def gradient_coefficients(
+    lse: torch.Tensor, terms: RowTerms, opts: LossOptions, grad_output: torch.Tensor
+) -> torch.Tensor:
+    """(3, N) rows a, b, c of :func:`shard_math.shard_gradient`:
+
+    d loss / d f_ij = a_i p_ij - b_i [j == y_i] - c_i w_j,  p_ij = exp(f_ij - lse_i), with
+    a = s ((1 - eps) w_y + eps W / V) + 2 lam t lse,  b = s (1 - eps) w_y,  c = s eps / V,
+    s the scale of row i's cross-entropy and t that of its z-loss (:func:`_row_scale`).
+    """
+    eps, n_classes = opts.smoothing, opts.n_classes
+    s = _row_scale(grad_output, terms.ce_total, terms, opts.reduction)
+    b = s * (1.0 - eps) * terms.target_weight
+    a = b + s * (eps * terms.weight_sum / n_classes)
+    if opts.z_loss:
+        t = _row_scale(grad_output, terms.n_valid, terms, opts.reduction)
+        a = a + torch.where(terms.valid, 2.0 * opts.z_loss * t * lse, 0.0)
+    return torch.stack((a, b, s * (eps / n_classes)))
