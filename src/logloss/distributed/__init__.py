@@ -14,5 +14,6 @@ See docs/vocab-parallel.md.
 """
 
 from logloss.distributed.cross_entropy import vocab_parallel_cross_entropy
+from logloss.distributed.linear import vocab_parallel_linear_cross_entropy
 
-__all__ = ["vocab_parallel_cross_entropy"]
+__all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]

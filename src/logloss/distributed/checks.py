@@ -21,8 +21,13 @@ import torch.distributed as dist
 
 from logloss._checks import check_index_target, check_label_smoothing, check_reduction
 from logloss._tensors import is_tensor
-from logloss.distributed.group import all_gather_stacked, message_device
-from logloss.distributed.row_math import REDUCTIONS
+from logloss.distributed.group import (
+    ShardLayout,
+    all_gather_stacked,
+    message_device,
+    resolve_group,
+)
+from logloss.distributed.row_math import REDUCTIONS, LossOptions
 
 Facts = dict[str, int]
 
@@ -232,37 +237,73 @@ def option_facts(
     return facts, values
 
 
-OPTION_RULES: tuple[tuple[tuple[str, ...], str, Callable | None], ...] = (
-    (("ignore_index",), "ignore_index", str),
-    (("reduction",), "reduction", lambda c: repr(REDUCTIONS[c])),
-    (("smoothing",), "label_smoothing", bits_float),
-    (("z_loss",), "z_loss", bits_float),
-    (("softcap",), "softcap", lambda b: "None" if bits_float(b) < 0 else str(bits_float(b))),
-    (("weight_given", "weight_sum", "weight_mix"), "the class weight", None),
+Rule = tuple[tuple[str, ...], str, str, "Callable | None"]
+SAME_OPTIONS = "pass the same options on every rank"
+SAME_TARGET = "every rank must pass the same global class indices (the target is replicated)"
+COMMON_RULES: tuple[Rule, ...] = (
+    (("rows",), "the number of rows N", "every rank passes the same N rows", str),
+    (("dtype",), "the dtype", "use one dtype on every rank", dtype_name),
+    (("device",), "the device type", "use one kind of device on every rank", device_name),
+    (("target_given", "target_dtype"), "target's dtype", SAME_TARGET, lambda _, c: dtype_name(c)),
+    (("target_sum", "target_mix"), "target", SAME_TARGET, None),
+    (("ignore_index",), "ignore_index", SAME_OPTIONS, str),
+    (("reduction",), "reduction", SAME_OPTIONS, lambda c: repr(REDUCTIONS[c])),
+    (("smoothing",), "label_smoothing", SAME_OPTIONS, bits_float),
+    (("z_loss",), "z_loss", SAME_OPTIONS, bits_float),
+    (("softcap",), "softcap", SAME_OPTIONS, lambda b: str(bits_float(b)).replace("-1.0", "None")),
+    (("weight_given", "weight_sum", "weight_mix"), "the class weight", SAME_OPTIONS, None),
 )
-OPTION_NAMES = ("ignore_index", "reduction", "smoothing", "z_loss", "softcap")
+COMMON_NAMES = tuple(dict.fromkeys(name for names, *_ in COMMON_RULES for name in names))
 
 
-def require_same_options(facts: list[Facts]) -> None:
-    for names, what, show in OPTION_RULES:
-        require_equal(facts, names, what, "pass the same options on every rank", show)
+def common_facts(
+    like: torch.Tensor,
+    name: str,
+    target: Any,
+    class_weight: Any,
+    options: dict,
+    found: dict[str, Any],
+) -> Facts:
+    """Check the target, options and class weights of the rows of ``like`` (N, .), called
+    ``name`` in messages: the facts of :data:`COMMON_RULES`; validated values go into ``found``."""
+    found["like"] = like
+    found["target"] = check_target(target, like.shape[0], like, name)
+    option_values, found["options"] = option_facts(**options)
+    found["weight"] = check_class_weight(class_weight, like)
+    return {
+        "rows": like.shape[0],
+        "dtype": dtype_code(like.dtype),
+        "device": device_code(like.device),
+        **tensor_facts(target, "target"),
+        **option_values,
+        **tensor_facts(found["weight"], "weight"),
+    }
 
 
-def require_same_target(facts: list[Facts]) -> None:
-    require_equal(
-        facts,
-        ("target_dtype",),
-        "target's dtype",
-        "pass the same target tensor on every rank",
-        dtype_name,
-    )
-    require_equal(
-        facts,
-        ("target_sum", "target_mix"),
-        "target",
-        "every rank must pass the same global class indices (the target is replicated)",
-        None,
-    )
+def check_call(
+    local: Callable[[dict[str, Any]], Facts],
+    names: tuple[str, ...],
+    rules: tuple[Rule, ...],
+    group: dist.ProcessGroup | None,
+) -> tuple[ShardLayout, LossOptions, torch.Tensor]:
+    """Validate one call on every rank together: layout, options, (N,) int64 targets.
+
+    ``local(found)`` checks this rank's arguments (raising ValueError), returns its facts
+    (``names``: :data:`COMMON_NAMES`, "classes" = V_r, and those of the extra ``rules``) and
+    leaves the values of :func:`common_facts` in ``found``.
+    """
+    rank, _ = resolve_group(group)
+    found: dict[str, Any] = {}
+    facts = agree(lambda: local(found), (*COMMON_NAMES, "classes", *names), group)
+    for rule in (*COMMON_RULES, *rules):
+        require_equal(facts, *rule)
+    sizes = tuple(f["classes"] for f in facts)
+    like, options = found["like"], found["options"]
+    target = check_targets_in_range(found["target"], like, sizes, options["ignore_index"])
+    check_weight_length(found["weight"], sizes)
+    layout = ShardLayout(group, rank, sizes, message_device(group, like.device))
+    loss_options = LossOptions(**options, class_weight=found["weight"], n_classes=sum(sizes))
+    return layout, loss_options, target
 
 
 def check_targets_in_range(

@@ -15,30 +15,15 @@ import torch.distributed as dist
 
 from logloss.distributed import checks
 from logloss.distributed.dtensor import local_part, unwrap
-from logloss.distributed.group import ShardLayout, all_gather_stacked, message_device, resolve_group
+from logloss.distributed.group import all_gather_stacked
 from logloss.distributed.plan import Plan, make_plan, zero_ignored_rows
 from logloss.distributed.row_math import (
-    LossOptions,
     combine_row_stats,
     gradient_coefficients,
     reduce_losses,
     row_losses,
 )
 from logloss.distributed.shard_math import accumulation_dtype, shard_gradient, shard_row_stats
-
-_FACT_NAMES = (
-    "rows",
-    "classes",
-    "dtype",
-    "device",
-    "target_dtype",
-    "target_sum",
-    "target_mix",
-    *checks.OPTION_NAMES,
-    "weight_given",
-    "weight_sum",
-    "weight_mix",
-)
 
 
 def global_row_stats(
@@ -68,54 +53,18 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         coef = gradient_coefficients(ctx.lse, plan.terms, plan.options, grad_output)  # (3, N)
         grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
         shard_gradient(logits, plan.local_target, ctx.lse, coef, plan.shard, grad)
-        return zero_ignored_rows(grad, plan), None
+        return zero_ignored_rows(grad, plan.terms.valid), None
 
 
 def _local_facts(
     logits: Any, target: Any, weight: Any, options: dict[str, Any], found: dict[str, Any]
 ) -> checks.Facts:
-    """This rank's own checks (raising ValueError); validated values are left in ``found``."""
+    """This rank's own checks (raising ValueError), for :func:`checks.check_call`."""
     z = checks.check_float_matrix(logits, "logits_shard", "(N, V_r)")
-    found["target"] = checks.check_target(target, z.shape[0], z, "logits_shard")
-    option_facts, found["options"] = checks.option_facts(**options)
-    found["weight"] = checks.check_class_weight(weight, z)
     return {
-        "rows": z.shape[0],
+        **checks.common_facts(z, "logits_shard", target, weight, options, found),
         "classes": z.shape[1],
-        "dtype": checks.dtype_code(z.dtype),
-        "device": checks.device_code(z.device),
-        **checks.tensor_facts(target, "target"),
-        **option_facts,
-        **checks.tensor_facts(found["weight"], "weight"),
     }
-
-
-def _check_call(
-    logits: Any, target: Any, weight: Any, group: dist.ProcessGroup | None, options: dict
-) -> tuple[ShardLayout, LossOptions, torch.Tensor]:
-    """Validate on every rank together (see :mod:`checks`): the layout, options and targets."""
-    rank, _ = resolve_group(group)
-    found: dict[str, Any] = {}
-    facts = checks.agree(
-        lambda: _local_facts(logits, target, weight, options, found), _FACT_NAMES, group
-    )
-    rows_rule = "every rank passes the same N rows (its own slice of the classes)"
-    checks.require_equal(facts, ("rows",), "the number of rows of logits_shard", rows_rule, str)
-    dtype_rule = "use one dtype on every rank"
-    checks.require_equal(facts, ("dtype",), "logits_shard's dtype", dtype_rule, checks.dtype_name)
-    device_rule = "put every rank's logits on the same kind of device"
-    checks.require_equal(facts, ("device",), "the device type", device_rule, checks.device_name)
-    checks.require_same_target(facts)
-    checks.require_same_options(facts)
-    sizes = tuple(f["classes"] for f in facts)
-    found_options = found["options"]
-    target = checks.check_targets_in_range(
-        found["target"], logits, sizes, found_options["ignore_index"]
-    )
-    checks.check_weight_length(found["weight"], sizes)
-    layout = ShardLayout(group, rank, sizes, message_device(group, logits.device))
-    options = LossOptions(**found_options, class_weight=found["weight"], n_classes=sum(sizes))
-    return layout, options, target
 
 
 def vocab_parallel_cross_entropy(
@@ -174,6 +123,8 @@ def vocab_parallel_cross_entropy(
         "z_loss": z_loss,
         "softcap": softcap,
     }
-    layout, loss_options, target = _check_call(local, target, weight, group, options)
+    layout, loss_options, target = checks.check_call(
+        lambda found: _local_facts(local, target, weight, options, found), (), (), group
+    )
     plan = make_plan(layout, loss_options, target, accumulation_dtype(local.dtype))
     return wrap(_VocabParallelCrossEntropy.apply(local, plan))

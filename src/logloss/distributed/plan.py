@@ -16,8 +16,7 @@ class Plan:
     """One call's layout and options, and what the targets give every step.
 
     ``local_target`` (N,) int64: the target's column in this rank's shard, -1 where it is
-    another rank's class or the row is ignored.  ``ignored_rows`` (k,) int64: rows whose
-    gradient is set to exactly 0 (even for NaN logits).
+    another rank's class or the row is ignored.
     """
 
     layout: ShardLayout
@@ -25,7 +24,6 @@ class Plan:
     terms: RowTerms
     shard: ShardOptions
     local_target: torch.Tensor
-    ignored_rows: torch.Tensor
 
 
 def make_plan(
@@ -42,12 +40,13 @@ def make_plan(
         class_weight=None if weight is None else weight[start:stop],
         smoothing=options.smoothing > 0.0,
     )
-    ignored_rows = torch.nonzero(~terms.valid).squeeze(1)
-    return Plan(layout, options, terms, shard, local_target, ignored_rows)
+    return Plan(layout, options, terms, shard, local_target)
 
 
-def zero_ignored_rows(grad: torch.Tensor, plan: Plan) -> torch.Tensor:
-    """The gradient with the ignored rows set to exactly 0 (their logits may be NaN)."""
-    if plan.ignored_rows.numel():
-        grad.index_fill_(0, plan.ignored_rows, 0.0)
+def zero_ignored_rows(grad: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``grad`` (n, V_r) with the rows where ``valid`` (n,) is False set to exactly 0 (the
+    gradient of an ignored row is 0 even when its logits are NaN)."""
+    ignored = torch.nonzero(~valid).squeeze(1)
+    if ignored.numel():
+        grad.index_fill_(0, ignored, 0.0)
     return grad

@@ -16,7 +16,7 @@ every rank holds the same (P, 3, N) statistics and computes the same loss.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -53,6 +53,10 @@ class RowTerms:
     ce_total: torch.Tensor
     n_valid: torch.Tensor
     weight_sum: float
+
+    def rows(self, r0: int, r1: int) -> RowTerms:
+        """The terms of rows [r0, r1) (the totals stay those of all N rows)."""
+        return replace(self, valid=self.valid[r0:r1], target_weight=self.target_weight[r0:r1])
 
 
 def row_terms(target: torch.Tensor, opts: LossOptions, acc: torch.dtype) -> RowTerms:
