@@ -119,10 +119,14 @@ def _raise_errors(
     padded = np.zeros(max(lengths), dtype=np.uint8)
     padded[: len(error)] = np.frombuffer(error, dtype=np.uint8)
     messages = all_gather_stacked(torch.from_numpy(padded), group, device).numpy()
+    ranks_by_message: dict[str, list[str]] = {}
+    for r, n in enumerate(lengths):
+        if n:
+            text = bytes(messages[r, :n]).decode(errors="replace")
+            ranks_by_message.setdefault(text, []).append(str(r))
     found = [
-        f"rank {r} of {len(lengths)}: {bytes(messages[r, :n]).decode(errors='replace')}"
-        for r, n in enumerate(lengths)
-        if n
+        f"rank{'s' if len(ranks) > 1 else ''} {', '.join(ranks)} of {len(lengths)}: {text}"
+        for text, ranks in ranks_by_message.items()
     ]
     raise ValueError("; ".join(found))
 

@@ -48,7 +48,7 @@ def _require_placement(x: Any, dim: int | None, name: str) -> None:
     if not ok:
         want = "Replicate()" if dim is None else f"Shard({dim})"
         raise ValueError(
-            f"{name} is a DTensor placed {placement}; logloss.distributed needs {want} "
+            f"{name} is a DTensor placed {placement!r}; logloss.distributed needs {want} "
             "(redistribute it, or pass local tensors and group=)"
         )
 
