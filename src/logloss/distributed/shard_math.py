@@ -49,16 +49,16 @@ def row_chunks(n: int, v: int) -> list[tuple[int, int]]:
     return [(r0, min(n, r0 + step)) for r0 in range(0, n, step)]
 
 
-def _capped(z: torch.Tensor, scratch: torch.Tensor, softcap: float | None) -> torch.Tensor:
-    """f = cap * tanh(z / cap) (or z) in the accumulation dtype; a copy into ``scratch`` when
-    the dtype changes or the cap applies, else ``z`` itself."""
-    if softcap is None and z.dtype == scratch.dtype:
+def _in_accumulation(z: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """``z`` (rows, V_r) in the accumulation dtype: itself, or a copy in ``scratch``."""
+    if z.dtype == scratch.dtype:
         return z
-    f = scratch[: z.shape[0]]
-    f.copy_(z)
-    if softcap is not None:
-        f.div_(softcap).tanh_().mul_(softcap)
-    return f
+    return scratch[: z.shape[0]].copy_(z)
+
+
+def _tanh_of_scaled(z: torch.Tensor, scratch: torch.Tensor, softcap: float) -> torch.Tensor:
+    """y = tanh(z / cap) in ``scratch`` (so f = cap y and df/dz = 1 - y^2, as autograd has it)."""
+    return scratch[: z.shape[0]].copy_(z).div_(softcap).tanh_()
 
 
 def shard_row_stats(
@@ -93,7 +93,10 @@ def shard_row_stats(
     scratch = torch.empty(rows, v, dtype=acc, device=z.device)  # f, when it is not z itself
     exps = torch.empty(rows, v, dtype=acc, device=z.device)  # exp(f - max)
     for r0, r1 in chunks:
-        f = _capped(z[r0:r1], scratch, opts.softcap)  # (rows, V_r)
+        if opts.softcap is None:
+            f = _in_accumulation(z[r0:r1], scratch)  # (rows, V_r)
+        else:
+            f = _tanh_of_scaled(z[r0:r1], scratch, opts.softcap).mul_(opts.softcap)
         row_max = f.amax(dim=1)  # (rows,)
         # an all -inf row would give -inf - -inf = NaN; shifting it by 0 gives log(0) = -inf
         row_max.masked_fill_(row_max == -torch.inf, 0.0)
@@ -130,7 +133,7 @@ def shard_gradient(
 
     out_ij = (a_i exp(f_ij - lse_i) - b_i [j == t_i] - c_i w_j) * df_ij/dz_ij
 
-    with (a, b, c) = ``coef`` and df/dz = 1 - (f / cap)^2 under softcap (else 1).  For plain
+    with (a, b, c) = ``coef`` and df/dz = 1 - tanh(z / cap)^2 under softcap (else 1).  For plain
     cross-entropy with scale s and smoothing eps over V classes: a = s, b = s (1 - eps),
     c = s eps / V, w = 1.
 
@@ -148,15 +151,19 @@ def shard_gradient(
     if not chunks or v == 0:
         return
     rows = chunks[0][1] - chunks[0][0]
-    scratch = torch.empty(rows, v, dtype=acc, device=z.device)  # f (then df/dz)
+    scratch = torch.empty(rows, v, dtype=acc, device=z.device)  # f or tanh(z / cap)
     staging = None if out.dtype == acc else torch.empty(rows, v, dtype=acc, device=z.device)
     a, b, c = coef
     b_here = torch.where(local_target >= 0, b, torch.zeros_like(b)).neg_().unsqueeze(1)  # (n, 1)
     safe_target = local_target.clamp(min=0).unsqueeze(1)  # (n, 1)
     for r0, r1 in chunks:
-        f = _capped(z[r0:r1], scratch, opts.softcap)  # (rows, V_r)
-        g = out[r0:r1] if staging is None else staging[: r1 - r0]
-        torch.sub(f, lse[r0:r1].unsqueeze(1), out=g).exp_().mul_(a[r0:r1].unsqueeze(1))
+        g = out[r0:r1] if staging is None else staging[: r1 - r0]  # (rows, V_r)
+        if opts.softcap is None:
+            torch.sub(_in_accumulation(z[r0:r1], scratch), lse[r0:r1].unsqueeze(1), out=g)
+        else:
+            y = _tanh_of_scaled(z[r0:r1], scratch, opts.softcap)
+            torch.mul(y, opts.softcap, out=g).sub_(lse[r0:r1].unsqueeze(1))
+        g.exp_().mul_(a[r0:r1].unsqueeze(1))
         if opts.smoothing and opts.class_weight is None:
             g.sub_(c[r0:r1].unsqueeze(1))
         elif opts.smoothing:
@@ -164,6 +171,6 @@ def shard_gradient(
         # adding -0.0 to column 0 of rows whose target is elsewhere leaves them unchanged
         g.scatter_add_(1, safe_target[r0:r1], b_here[r0:r1])
         if opts.softcap is not None:
-            g.mul_(f.div_(opts.softcap).square_().neg_().add_(1.0))
+            g.mul_(y.square_().neg_().add_(1.0))
         if staging is not None:
             out[r0:r1].copy_(g)
