@@ -153,6 +153,12 @@ def extreme_cases(rank: int, world: int) -> dict[str, dict]:
         name = str(dtype).removeprefix("torch.")
         z, t = draw(3, 48, V, dtype, scale=1e4)
         results[f"big-{name}"] = ce_errors(rank, world, z, t, label_smoothing=0.1)
+        z, t = draw(9, 48, V, dtype)
+        z[:, 5], z[:, 700], z[:, 900] = 1e4 + 0.25, 1e4, 1e4 - 0.5  # near ties on two ranks
+        t[:8] = 5
+        results[f"big-ties-{name}"] = ce_errors(
+            rank, world, z, t, reduction="none", label_smoothing=0.1
+        )
         z, t = draw(4, 48, V, dtype)
         z[torch.rand(z.shape, generator=torch.Generator().manual_seed(5)) < 0.2] = -torch.inf
         z[0, : sizes[0]] = -torch.inf  # rank 0's columns of row 0

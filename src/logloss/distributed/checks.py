@@ -70,7 +70,8 @@ def checksums(x: torch.Tensor) -> tuple[int, int]:
     Rows are x's first axis (elements of a 1-D tensor); sums of the 16-/32-bit words of each row,
     then their plain and position-weighted sums (a permutation of rows changes the second).
     """
-    flat = x.detach().contiguous().reshape(x.shape[0] if x.dim() else 1, -1)
+    rows = x.shape[0] if x.dim() else 1
+    flat = x.detach().contiguous().reshape(rows, x.numel() // rows if rows else 0)
     size = flat.element_size()
     words = flat.to(torch.int32) if size == 1 else flat.view(_WORDS[min(size, 4)])
     row_sums = words.sum(dim=1, dtype=torch.int64)  # (rows,)
@@ -79,13 +80,15 @@ def checksums(x: torch.Tensor) -> tuple[int, int]:
 
 
 def tensor_facts(x: torch.Tensor | None, name: str) -> Facts:
-    """Whether given, dtype code and checksums of a tensor that must be identical on every rank."""
+    """Whether given, dtype code, size and checksums of a tensor that must be identical on
+    every rank (the size too: zeros add nothing to the checksums)."""
     if x is None:
         return {f"{name}_given": 0}
     first, second = checksums(x)
     return {
         f"{name}_given": 1,
         f"{name}_dtype": dtype_code(x.dtype),
+        f"{name}_numel": x.numel(),
         f"{name}_sum": first,
         f"{name}_mix": second,
     }
@@ -96,13 +99,15 @@ def agree(
 ) -> list[Facts]:
     """Every rank's facts (``local()``'s dict, read in ``names`` order), after one all-gather.
 
-    A ``ValueError`` raised by ``local()`` is not raised at once: its message travels to every
-    rank (a second all-gather, only when some rank failed) and all raise it, with the rank.
+    An exception raised by ``local()`` is not raised at once: its message travels to every rank
+    (a second all-gather, only when some rank failed) and all raise it as a ``ValueError``,
+    with the rank (an exception other than ValueError keeps its type name in the message).
     """
     try:
         facts, error = local(), b""
-    except ValueError as exc:
-        facts, error = {}, str(exc).encode()
+    except Exception as exc:  # any failure here must reach the other ranks, or they would wait
+        kind = "" if isinstance(exc, ValueError) else f"{type(exc).__name__}: "
+        facts, error = {}, f"{kind}{exc}".encode()
     row = torch.tensor([len(error)] + [facts.get(name, 0) for name in names], dtype=torch.int64)
     device = message_device(group)
     gathered = all_gather_stacked(row, group, device).tolist()  # (P, 1 + len(names))
@@ -249,13 +254,18 @@ COMMON_RULES: tuple[Rule, ...] = (
     (("dtype",), "the dtype", "use one dtype on every rank", dtype_name),
     (("device",), "the device type", "use one kind of device on every rank", device_name),
     (("target_given", "target_dtype"), "target's dtype", SAME_TARGET, lambda _, c: dtype_name(c)),
-    (("target_sum", "target_mix"), "target", SAME_TARGET, None),
+    (("target_numel", "target_sum", "target_mix"), "target", SAME_TARGET, None),
     (("ignore_index",), "ignore_index", SAME_OPTIONS, str),
     (("reduction",), "reduction", SAME_OPTIONS, lambda c: repr(REDUCTIONS[c])),
     (("smoothing",), "label_smoothing", SAME_OPTIONS, bits_float),
     (("z_loss",), "z_loss", SAME_OPTIONS, bits_float),
     (("softcap",), "softcap", SAME_OPTIONS, lambda b: str(bits_float(b)).replace("-1.0", "None")),
-    (("weight_given", "weight_sum", "weight_mix"), "the class weight", SAME_OPTIONS, None),
+    (
+        ("weight_given", "weight_numel", "weight_sum", "weight_mix"),
+        "the class weight",
+        SAME_OPTIONS,
+        None,
+    ),
 )
 COMMON_NAMES = tuple(dict.fromkeys(name for names, *_ in COMMON_RULES for name in names))
 

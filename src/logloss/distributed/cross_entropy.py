@@ -1,9 +1,10 @@
 """``vocab_parallel_cross_entropy``: the loss of logits split by class across ranks.
 
-Forward: each rank reduces its (N, V_r) shard to three numbers per row (its log-sum-exp, the
-target's logit if the target is one of its classes, the smoothing sum), one all-gather shares
-them (3 N numbers per rank), and every rank computes the same loss.  Backward is local: each
-rank writes the gradient of its own shard from the global per-row log-sum-exp.
+Forward: each rank reduces its (N, V_r) shard to four numbers per row (its max and
+log-sum-exp, the target's logit if the target is one of its classes, the smoothing sum), one
+all-gather shares them (4 N numbers per rank), and every rank computes the same loss.
+Backward is local: each rank writes the gradient of its own shard from the global per-row
+statistics.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from logloss.distributed.dtensor import local_part, unwrap
 from logloss.distributed.group import all_gather_stacked
 from logloss.distributed.plan import Plan, make_plan, zero_ignored_rows
 from logloss.distributed.row_math import (
+    RowStats,
     combine_row_stats,
     gradient_coefficients,
     reduce_losses,
@@ -26,13 +28,10 @@ from logloss.distributed.row_math import (
 from logloss.distributed.shard_math import accumulation_dtype, shard_gradient, shard_row_stats
 
 
-def global_row_stats(
-    z: torch.Tensor, local_target: torch.Tensor, plan: Plan
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(lse, target logit, smoothing sum), each (n,), of rows whose columns are spread over the
-    ranks: this shard's statistics (``z`` (n, V_r), ``local_target`` (n,)), one all-gather, the
-    combination (the same on every rank)."""
-    stats = shard_row_stats(z, local_target, plan.shard)  # (3, n)
+def global_row_stats(z: torch.Tensor, local_target: torch.Tensor, plan: Plan) -> RowStats:
+    """The statistics of rows whose columns are spread over the ranks: this shard's (``z``
+    (n, V_r), ``local_target`` (n,)), one all-gather, the combination (the same on every rank)."""
+    stats = shard_row_stats(z, local_target, plan.shard)  # (4, n)
     layout = plan.layout
     return combine_row_stats(all_gather_stacked(stats, layout.group, layout.device))
 
@@ -40,19 +39,19 @@ def global_row_stats(
 class _VocabParallelCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, logits: torch.Tensor, plan: Plan) -> torch.Tensor:
-        lse, target_logit, smooth_sum = global_row_stats(logits, plan.local_target, plan)
-        ce, zl = row_losses(lse, target_logit, smooth_sum, plan.terms, plan.options)
+        stats = global_row_stats(logits, plan.local_target, plan)
+        ce, zl = row_losses(stats, plan.terms, plan.options)
         ctx.save_for_backward(logits)
-        ctx.plan, ctx.lse = plan, lse
+        ctx.plan, ctx.stats = plan, stats
         return reduce_losses(ce, zl, plan.terms, plan.options.reduction).to(logits.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
         (logits,) = ctx.saved_tensors
-        plan = ctx.plan
-        coef = gradient_coefficients(ctx.lse, plan.terms, plan.options, grad_output)  # (3, N)
+        plan, stats = ctx.plan, ctx.stats
+        coef = gradient_coefficients(stats, plan.terms, plan.options, grad_output)  # (3, N)
         grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-        shard_gradient(logits, plan.local_target, ctx.lse, coef, plan.shard, grad)
+        shard_gradient(logits, plan.local_target, stats.shift, coef, plan.shard, grad)
         return zero_ignored_rows(grad, plan.terms.valid), None
 
 

@@ -8,7 +8,7 @@ and grad_b_r += sum z.  After the last chunk grad_h is summed over the ranks (on
 N x H numbers).  So a rank holds at most one chunk of its logits: peak O(chunk V_r + V_r H).
 All gradients are made in the forward pass (three matrix products per chunk, the minimum) and
 backward only scales them; for ``reduction="none"`` (per-row incoming gradients) or a second
-backward the chunks rerun in backward from the saved per-row log-sum-exp, without a collective
+backward the chunks rerun in backward from the saved per-row statistics, without a collective
 but the final all-reduce.
 """
 
@@ -24,7 +24,12 @@ from logloss.distributed.cross_entropy import global_row_stats
 from logloss.distributed.dtensor import local_part, unwrap
 from logloss.distributed.group import all_reduce_sum
 from logloss.distributed.plan import Plan, make_plan, zero_ignored_rows
-from logloss.distributed.row_math import gradient_coefficients, reduce_losses, row_losses
+from logloss.distributed.row_math import (
+    RowStats,
+    gradient_coefficients,
+    reduce_losses,
+    row_losses,
+)
 from logloss.distributed.shard_math import accumulation_dtype, shard_gradient
 
 Grads = list  # [grad_hidden, grad_weight_shard, grad_bias_shard], each a tensor or None
@@ -65,16 +70,16 @@ def _chunk_gradients(
     weight: torch.Tensor,
     plan: Plan,
     rows: tuple[int, int],
-    lse: torch.Tensor,
+    stats: RowStats,
     grad_output: torch.Tensor,
     grads: Grads,
 ) -> None:
-    """Turn the chunk's logits ``z`` (rows, V_r) into dL/dz in place (``lse`` (rows,) global,
-    ``grad_output`` 0-d or (rows,)) and add this chunk's part of each gradient."""
+    """Turn the chunk's logits ``z`` (rows, V_r) into dL/dz in place (``stats`` of the chunk's
+    rows, ``grad_output`` 0-d or (rows,)) and add this chunk's part of each gradient."""
     r0, r1 = rows
     terms = plan.terms.rows(r0, r1)
-    coef = gradient_coefficients(lse, terms, plan.options, grad_output)  # (3, rows)
-    shard_gradient(z, plan.local_target[r0:r1], lse, coef, plan.shard, out=z)
+    coef = gradient_coefficients(stats, terms, plan.options, grad_output)  # (3, rows)
+    shard_gradient(z, plan.local_target[r0:r1], stats.shift, coef, plan.shard, out=z)
     zero_ignored_rows(z, terms.valid)
     grad_h, grad_w, grad_b = grads
     if grad_h is not None:
@@ -90,21 +95,21 @@ def _pass(
     plan: Plan,
     chunk: int,
     needs: tuple,
-    lse: torch.Tensor | None,
+    saved: RowStats | None,
     grad_output: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor | None, Grads]:
-    """One pass over the row chunks: (lse (N,), loss rows (2, N) or None, gradients).
+) -> tuple[RowStats, torch.Tensor | None, Grads]:
+    """One pass over the row chunks: (row statistics, loss rows (2, N) or None, gradients).
 
-    Forward (``lse`` None): statistics through one all-gather per chunk, the loss rows (ce, zl)
-    and, for any of ``needs``, gradients for an incoming gradient of 1.  Backward rerun (``lse``
-    given): only the gradients, for ``grad_output`` (0-d, or (N,) for reduction='none').
+    Forward (``saved`` None): statistics through one all-gather per chunk, the loss rows (ce,
+    zl) and, for any of ``needs``, gradients for an incoming gradient of 1.  Backward rerun
+    (``saved`` given): only the gradients, for ``grad_output`` (0-d, or (N,) for 'none').
     """
     hidden, weight, bias = inputs
     n, acc = hidden.shape[0], accumulation_dtype(hidden.dtype)
-    losses = None
-    if lse is None:
-        lse = torch.empty(n, dtype=acc, device=hidden.device)
+    losses, table = None, None  # loss rows (ce, zl) and RowStats.stacked() of all rows
+    if saved is None:
         losses = torch.empty(2, n, dtype=acc, device=hidden.device)
+        table = torch.empty(4, n, dtype=acc, device=hidden.device)
     if grad_output is None:
         grad_output = torch.ones((), dtype=acc, device=hidden.device)
     grads = _new_grads(hidden, weight, bias, needs)
@@ -113,17 +118,18 @@ def _pass(
         r1 = min(n, r0 + chunk)
         h = hidden[r0:r1]  # (rows, H)
         z = _chunk_logits(h, weight, bias, z_buf[: r1 - r0])  # (rows, V_r)
-        if losses is not None:
+        if saved is None:
             stats = global_row_stats(z, plan.local_target[r0:r1], plan)
-            lse[r0:r1] = stats[0]
-            ce, zl = row_losses(*stats, plan.terms.rows(r0, r1), plan.options)
-            losses[0, r0:r1], losses[1, r0:r1] = ce, zl
+            losses[:, r0:r1] = torch.stack(row_losses(stats, plan.terms.rows(r0, r1), plan.options))
+            table[:, r0:r1] = stats.stacked()
+        else:
+            stats = saved.rows(r0, r1)
         if any(needs):
             g_out = grad_output if grad_output.dim() == 0 else grad_output[r0:r1]
-            _chunk_gradients(z, h, weight, plan, (r0, r1), lse[r0:r1], g_out, grads)
+            _chunk_gradients(z, h, weight, plan, (r0, r1), stats, g_out, grads)
     if grads[0] is not None:  # every rank holds part of d loss / d hidden: sum them
         all_reduce_sum(grads[0], plan.layout.group, plan.layout.device)
-    return lse, losses, grads
+    return (saved if table is None else RowStats(*table)), losses, grads
 
 
 class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
@@ -142,9 +148,9 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
         reduction = plan.options.reduction
         # reduction='none': the per-row incoming gradients come in backward, so rerun there
         needs_now = (False, False, False) if reduction == "none" else needs
-        lse, losses, grads = _pass((hidden, weight, bias), plan, chunk, needs_now, None, None)
+        stats, losses, grads = _pass((hidden, weight, bias), plan, chunk, needs_now, None, None)
         ctx.save_for_backward(hidden, weight, bias)
-        ctx.plan, ctx.chunk, ctx.needs, ctx.lse, ctx.grads = plan, chunk, needs, lse, grads
+        ctx.plan, ctx.chunk, ctx.needs, ctx.stats, ctx.grads = plan, chunk, needs, stats, grads
         return reduce_losses(losses[0], losses[1], plan.terms, reduction).to(hidden.dtype)
 
     @staticmethod
@@ -153,7 +159,7 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
         if any(need and g is None for need, g in zip(ctx.needs, grads, strict=True)):
             # reduction='none', or a second backward: rerun the chunks from the saved inputs
             inputs = ctx.saved_tensors
-            _, _, grads = _pass(inputs, ctx.plan, ctx.chunk, ctx.needs, ctx.lse, grad_output)
+            _, _, grads = _pass(inputs, ctx.plan, ctx.chunk, ctx.needs, ctx.stats, grad_output)
         else:
             grads = [None if g is None else g.mul_(grad_output) for g in grads]
         return (*grads, None, None, None)
@@ -162,7 +168,7 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
 _EXTRA_RULES: tuple[checks.Rule, ...] = (
     (("hidden_dim",), "the hidden size H", "every rank passes the same (N, H) hidden", str),
     (
-        ("hidden_given", "hidden_dtype", "hidden_sum", "hidden_mix"),
+        ("hidden_given", "hidden_dtype", "hidden_numel", "hidden_sum", "hidden_mix"),
         "hidden",
         "hidden must be replicated: the same (N, H) tensor on every rank",
         None,

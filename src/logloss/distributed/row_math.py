@@ -10,8 +10,8 @@ weights, W = sum_j w_j), smoothing eps over V classes and z-loss scale lam, PyTo
 
 (both 0 for ignored rows).  ``mean`` is sum(ce) / sum_{valid} w_{y_i} + sum(zl) / N_valid: the
 cross-entropy is PyTorch's weighted mean, the z-loss is not weighted.  Each rank contributes
-its shard's log-sum-exp, target logit and weighted sum (:mod:`shard_math`); after the collective
-every rank holds the same (P, 3, N) statistics and computes the same loss.
+its shard's row max and log-sum-exp, target logit and weighted sum (:mod:`shard_math`); after
+the collective every rank holds the same (P, 4, N) statistics and computes the same loss.
 """
 
 from __future__ import annotations
@@ -73,41 +73,74 @@ def row_terms(target: torch.Tensor, opts: LossOptions, acc: torch.dtype) -> RowT
     return RowTerms(valid, target_weight, target_weight.sum(), n_valid, weight_sum)
 
 
-def combine_row_stats(
-    gathered: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True)
+class RowStats:
+    """The global statistics of each row, (N,) each: ``shift`` the row max (0 for a row of -inf
+    only), ``log_sum`` = log sum_j exp(f_ij - shift_i), so lse_i = shift_i + log_sum_i (kept
+    apart: their float32 sum would round away up to half an ulp of the max), the target's
+    logit and the weighted row sum sum_j w_j f_ij (0 without smoothing)."""
+
+    shift: torch.Tensor
+    log_sum: torch.Tensor
+    target_logit: torch.Tensor
+    smooth_sum: torch.Tensor
+
+    @property
+    def lse(self) -> torch.Tensor:
+        return self.shift + self.log_sum
+
+    def stacked(self) -> torch.Tensor:
+        """(4, N): shift, log_sum, target_logit, smooth_sum (``RowStats(*t)`` is the inverse)."""
+        return torch.stack((self.shift, self.log_sum, self.target_logit, self.smooth_sum))
+
+    def rows(self, r0: int, r1: int) -> RowStats:
+        """The statistics of rows [r0, r1)."""
+        return RowStats(
+            self.shift[r0:r1],
+            self.log_sum[r0:r1],
+            self.target_logit[r0:r1],
+            self.smooth_sum[r0:r1],
+        )
+
+
+def combine_row_stats(gathered: torch.Tensor) -> RowStats:
     """Global per-row statistics from every rank's :func:`shard_math.shard_row_stats`.
 
-    lse_i = log sum_r exp(lse_ri) (NaN if any rank's is NaN), f_{i,y_i} = sum_r t_ri (one rank
-    holds the target, the others add 0), S_i = sum_r s_ri.
+    shift = max_r m_r (0 when every rank's is -inf), log_sum = log sum_r exp(m_r - shift + l_r)
+    (NaN when a rank's is: a +inf logit), target logit = sum_r t_r (one rank holds the target,
+    the others add 0), smoothing sum = sum_r s_r.
 
     Args:
-        gathered: (P, 3, N), rank r's statistics at [r].
-
-    Returns:
-        lse, target logit, weighted row sum, each (N,).
+        gathered: (P, 4, N), rank r's statistics at [r].
     """
-    lse = torch.logsumexp(gathered[:, 0], dim=0)  # all -inf -> -inf; a NaN stays NaN
-    sums = gathered[:, 1:].sum(dim=0)  # (2, N)
-    return lse, sums[0], sums[1]
+    row_max, local_log_sum = gathered[:, 0], gathered[:, 1]  # (P, N) each
+    shift = row_max.amax(dim=0)  # (N,)
+    shift = shift.masked_fill(shift == -torch.inf, 0.0)
+    # a rank whose row is all -inf adds exp(-inf) = 0
+    log_sum = (row_max - shift + local_log_sum).exp().sum(dim=0).log()
+    sums = gathered[:, 2:].sum(dim=0)  # (2, N)
+    return RowStats(shift, log_sum, sums[0], sums[1])
 
 
 def row_losses(
-    lse: torch.Tensor,
-    target_logit: torch.Tensor,
-    smooth_sum: torch.Tensor,
-    terms: RowTerms,
-    opts: LossOptions,
+    stats: RowStats, terms: RowTerms, opts: LossOptions
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ce, zl), each (N,): the cross-entropy and z-loss of every row, 0 for ignored rows."""
+    """(ce, zl), each (N,): the cross-entropy and z-loss of every row, 0 for ignored rows.
+
+    lse - f_y is computed as (shift - f_y) + log_sum: exact to rounding for large logits.
+    """
     eps = opts.smoothing
-    ce = (1.0 - eps) * terms.target_weight * (lse - target_logit)
+    gap = (stats.shift - stats.target_logit) + stats.log_sum  # lse - f_{i,y_i}
+    ce = (1.0 - eps) * terms.target_weight * gap
     if eps > 0.0:  # skipped at 0: 0 * (-inf) would be NaN
-        ce = ce + eps / opts.n_classes * (terms.weight_sum * lse - smooth_sum)
+        w_sum = terms.weight_sum
+        spread = (w_sum * stats.shift - stats.smooth_sum) + w_sum * stats.log_sum
+        ce = ce + eps / opts.n_classes * spread
     zero = torch.zeros_like(ce)
     ce = torch.where(terms.valid, ce, zero)
-    zl = torch.where(terms.valid, opts.z_loss * lse.square(), zero) if opts.z_loss else zero
-    return ce, zl
+    if not opts.z_loss:
+        return ce, zero
+    return ce, torch.where(terms.valid, opts.z_loss * stats.lse.square(), zero)
 
 
 def reduce_losses(
@@ -136,13 +169,14 @@ def _row_scale(
 
 
 def gradient_coefficients(
-    lse: torch.Tensor, terms: RowTerms, opts: LossOptions, grad_output: torch.Tensor
+    stats: RowStats, terms: RowTerms, opts: LossOptions, grad_output: torch.Tensor
 ) -> torch.Tensor:
-    """(3, N) rows a, b, c of :func:`shard_math.shard_gradient`:
+    """(3, N) rows a, b, c of :func:`shard_math.shard_gradient` (with shift = ``stats.shift``):
 
-    d loss / d f_ij = a_i p_ij - b_i [j == y_i] - c_i w_j,  p_ij = exp(f_ij - lse_i), with
-    a = s ((1 - eps) w_y + eps W / V) + 2 lam t lse,  b = s (1 - eps) w_y,  c = s eps / V,
-    s the scale of row i's cross-entropy and t that of its z-loss (:func:`_row_scale`).
+    d loss / d f_ij = A_i p_ij - b_i [j == y_i] - c_i w_j,  p_ij = exp(f_ij - lse_i), with
+    A = s ((1 - eps) w_y + eps W / V) + 2 lam t lse,  b = s (1 - eps) w_y,  c = s eps / V,
+    s the scale of row i's cross-entropy and t that of its z-loss (:func:`_row_scale`), and
+    a = A exp(-log_sum) (so that a exp(f - shift) = A p).
     """
     eps, n_classes = opts.smoothing, opts.n_classes
     s = _row_scale(grad_output, terms.ce_total, terms, opts.reduction)
@@ -150,5 +184,5 @@ def gradient_coefficients(
     a = b + s * (eps * terms.weight_sum / n_classes)
     if opts.z_loss:
         t = _row_scale(grad_output, terms.n_valid, terms, opts.reduction)
-        a = a + torch.where(terms.valid, 2.0 * opts.z_loss * t * lse, 0.0)
-    return torch.stack((a, b, s * (eps / n_classes)))
+        a = a + torch.where(terms.valid, 2.0 * opts.z_loss * t * stats.lse, 0.0)
+    return torch.stack((a * torch.exp(-stats.log_sum), b, s * (eps / n_classes)))
