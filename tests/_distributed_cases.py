@@ -19,6 +19,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor.parallel import loss_parallel
 
 from logloss._atomic import write_text_atomic
 from logloss._json import dumps
@@ -241,10 +244,6 @@ def linear_cases(rank: int, world: int) -> dict[str, dict]:
 def dtensor_cases(rank: int, world: int) -> dict[str, dict]:
     """DTensor logits placed Shard(1) against loss_parallel() on the same DTensor; a weight
     DTensor placed Shard(0) for the linear loss."""
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
-    from torch.distributed.tensor.parallel import loss_parallel
-
     mesh = init_device_mesh("cpu", (world,))
     results = {}
     for dtype in (torch.float64, torch.float32):
@@ -312,9 +311,6 @@ def raised(call: Callable[[], Any]) -> dict[str, Any]:
 def error_cases(rank: int, world: int) -> dict[str, dict]:
     """One rank (or all) with a bad input: every rank should raise the same ValueError; then a
     correct call still works (nobody was left inside a collective)."""
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor import Replicate, distribute_tensor
-
     z, t = draw(30, 8, V, torch.float32)
     local = z[:, columns(rank, split(V, world))]
     last = world - 1

@@ -89,7 +89,7 @@ def vocab_parallel_cross_entropy(
     the value of ``F.cross_entropy(z, target, weight=w, label_smoothing=eps, ...)`` on the
     gathered logits (plus the z-loss, not weighted).  ``mean`` divides the cross-entropy by the
     sum of the non-ignored rows' target weights (their number without weights; NaN when there
-    is none) and the z-loss by the number of non-ignored rows.  Only 3 N numbers per rank
+    is none) and the z-loss by the number of non-ignored rows.  Only 4 N numbers per rank
     cross the network (one all-gather), plus one all-gather of ~25 integers that checks the
     inputs on every rank together: a bad input raises the same ``ValueError`` on every rank.
     Backward is local; ignored rows get a gradient of exactly 0.

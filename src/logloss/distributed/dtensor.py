@@ -69,7 +69,8 @@ def unwrap(
     DTensor, and is the identity otherwise."""
     if not is_dtensor(sharded):
         return sharded, group, lambda loss: loss
-    from torch.distributed.tensor import DTensor, Replicate  # present: sharded is a DTensor
+    # lazy: DTensor's machinery is imported only for DTensor inputs (is_dtensor needs none)
+    from torch.distributed.tensor import DTensor, Replicate
 
     mesh_group = _mesh_group(sharded, group, name)
     local = local_part(sharded, dim, name)

@@ -2,7 +2,7 @@
 rows (the classes) split across ranks, chunk by chunk of rows.
 
 Per chunk of rows, each rank computes its logits z = h W_r^T + b_r (rows, V_r), their
-statistics, one all-gather of 3 x rows numbers, and the loss rows; when gradients are needed it
+statistics, one all-gather of 4 x rows numbers, and the loss rows; when gradients are needed it
 turns z into dL/dz in place and accumulates grad_h = z W_r (this rank's part), grad_W_r += z^T h
 and grad_b_r += sum z.  After the last chunk grad_h is summed over the ranks (one all-reduce of
 N x H numbers).  So a rank holds at most one chunk of its logits: peak O(chunk V_r + V_r H).
