@@ -147,7 +147,7 @@ def imported_top_level_modules() -> set[str]:
 
 
 # Imported only where installed, never required: the Triton kernel needs a CUDA machine.
-OPTIONAL = {"triton"}
+OPTIONAL = {"triton", "pyarrow"}  # CUDA only; the `parquet` extra (imported only for .parquet)
 
 
 def test_every_imported_package_is_a_declared_dependency():
