@@ -34,7 +34,7 @@ TORCHRUN = {  # what torchrun sets for rank 1 of 2 on one machine
     "MASTER_ADDR": "127.0.0.1",
     "MASTER_PORT": "29500",
 }
-TINY = {"hidden": (64,), "epochs": 1, "validation_size": 55_000, "device": "cpu"}
+DIGITS = {"dataset": "digits", "hidden": (32,), "epochs": 2, "batch_size": 64, "device": "cpu"}
 
 
 def free_port() -> int:
@@ -195,13 +195,11 @@ def test_sigterm_stops_like_ctrl_c_under_torchrun():
 # --- a process group of one, in this process ----------------------------------------------------
 
 
-def test_torchrun_with_one_process_computes_what_one_process_computes(
-    tmp_path, data_dir, torchrun_env
-):
-    config = TrainConfig(**{**TINY, "dropout": 0.1, "augment": True})
-    alone = train(config, out_dir=tmp_path / "alone", data_dir=data_dir)
+def test_torchrun_with_one_process_computes_what_one_process_computes(tmp_path, torchrun_env):
+    config = TrainConfig(**DIGITS, dropout=0.1, augment=True)
+    alone = train(config, out_dir=tmp_path / "alone")
     torchrun_env(0, 1, free_port())
-    grouped = train(config, out_dir=tmp_path / "group", data_dir=data_dir)
+    grouped = train(config, out_dir=tmp_path / "group")
     assert not torch.distributed.is_initialized()  # the group was left
     expected, got = (
         load_file(tmp_path / "alone" / "last.safetensors"),

@@ -115,7 +115,11 @@ class World:
         if self.backend is None:
             return model
         devices = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=devices)
+        # The gradients live in DDP's all-reduce buckets (no copy in and out at every step),
+        # and the network uses every parameter at every step (a static graph).
+        return DistributedDataParallel(
+            model, device_ids=devices, gradient_as_bucket_view=True, static_graph=True
+        )
 
     def check_same_options(self, options: Mapping[str, Any]) -> None:
         """Refuse to go on unless every rank was started with rank 0's options.
