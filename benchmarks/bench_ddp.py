@@ -18,8 +18,9 @@ step (one bucket), compared with the time of a 2-rank step.
 Results: ``benchmarks/results/ddp.json`` and ``ddp.md`` (``--quick``, one short epoch and one
 repeat to check the script: ``ddp-quick.*``), written atomically.
 
-``--gpu-check``: one short run on CUDA under torchrun with the NCCL backend, world size 1; prints
-one line and exits non-zero when it fails (for the GPU check script).
+``--gpu-check``: one short run (the bundled digits, nothing to fetch) on CUDA under torchrun with
+the NCCL backend, world size 1; prints one line and exits non-zero when it fails (for the GPU
+check script).
 """
 
 from __future__ import annotations
@@ -166,13 +167,19 @@ def markdown(report: dict) -> str:
             f"**{result['ratio']:.2f}x** | {result['all_reduce_ms']:.2f} ms of a {step:.2f} ms "
             "step |"
         )
+    loads = [
+        run["loadavg_before"]
+        for result in report["networks"].values()
+        for runs in result["runs"].values()
+        for run in runs
+    ]
     rows += [
         "",
         f"Training time of `logloss train {report['options']}` (the epochs only: start-up, data, "
         f"evaluation and checkpoints excluded), median of {report['repeats']} round-robin runs; "
         f"ratio = 2 processes / 1 process (goal: within 1.3x for the default network, below 1x "
         f"for 1024,1024). {report['machine']}, {report['cores']} cores, torch {report['torch']}, "
-        f"load average {report['loadavg'][0]:.2f} at the end, {report['date']}.",
+        f"load average {min(loads):.2f} to {max(loads):.2f} before the runs, {report['date']}.",
     ]
     return "\n".join(rows) + "\n"
 
@@ -211,17 +218,17 @@ def benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
-def gpu_check(args: argparse.Namespace) -> int:
-    """One epoch on CUDA under torchrun, NCCL, world size 1: one line, non-zero on failure."""
+def gpu_check() -> int:
+    """A short run on CUDA under torchrun, NCCL, world size 1, on the bundled digits (no data
+    to fetch): one line, exit status 1 when it fails."""
     if not torch.cuda.is_available():
         print("ddp gpu check: FAILED: no CUDA device")
         return 1
+    options = ["--dataset", "digits", "--epochs", "5", "--batch-size", "64", "--device", "cuda"]
+    options += ["--backend", "nccl", "--dist-timeout", "120"]
     with tempfile.TemporaryDirectory() as folder:
-        options = ["--epochs", "1", "--device", "cuda", "--backend", "nccl"]
-        options += ["--dist-timeout", "120"] + (
-            ["--data-dir", args.data_dir] if args.data_dir else []
-        )
-        command = train_command(1, NETWORKS["default"], options, Path(folder) / "run")
+        out = Path(folder) / "run"
+        command = train_command(1, NETWORKS["default"], options, out)
         started = time.perf_counter()
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -229,24 +236,24 @@ def gpu_check(args: argparse.Namespace) -> int:
             print("ddp gpu check: FAILED: no answer within 600 s")
             return 1
         wall = time.perf_counter() - started
-        metadata_path = Path(folder) / "run" / "checkpoint.json"
-        if done.returncode != 0 or not metadata_path.is_file():
+        if done.returncode != 0 or not (out / "checkpoint.json").is_file():
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
             print(f"ddp gpu check: FAILED (exit {done.returncode}): {last}")
             return 1
-        summary, metadata = json.loads(done.stdout), json.loads(metadata_path.read_text())
-    accuracy, processes = summary["test"]["accuracy"], metadata["processes"]
+        summary = json.loads(done.stdout)
+        processes = json.loads((out / "checkpoint.json").read_text())["processes"]
+    accuracy = summary["test"]["accuracy"]
     ok = (
         summary["status"] == "finished"
-        and accuracy > 0.9
+        and accuracy > 0.85  # chance is 0.1; five epochs on one process reach about 0.91
         and processes["backend"] == "nccl"
         and summary["device"].startswith("cuda")
     )
     print(
         f"ddp gpu check: {'ok' if ok else 'FAILED'}: {processes['backend']}, world size "
         f"{processes['world_size']}, {summary['device']} ({torch.cuda.get_device_name(0)}), "
-        f"1 epoch in {summary['train_seconds']:.1f} s of training ({wall:.1f} s in all), test "
-        f"accuracy {accuracy:.2%}"
+        f"digits, 5 epochs in {summary['train_seconds']:.1f} s of training ({wall:.1f} s in "
+        f"all), test accuracy {accuracy:.2%}"
     )
     return 0 if ok else 1
 
@@ -265,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    return gpu_check(args) if args.gpu_check else benchmark(args)
+    return gpu_check() if args.gpu_check else benchmark(args)
 
 
 if __name__ == "__main__":

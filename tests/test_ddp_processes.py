@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 import logloss
 from logloss.cli import main
 from logloss.training import TrainConfig, run_folder, train
+from logloss.training.devices import threads_per_process
 
 LIMIT = 120.0  # seconds any launched process may run before the test fails
 SOURCE = str(Path(logloss.__file__).resolve().parents[1])  # the logloss under test
@@ -180,6 +181,12 @@ def torchrun_standalone(launcher: Launcher, argv: Sequence[str], processes: int 
     return launcher.start([*command, "-m", "logloss", *argv], env())
 
 
+def start_line(threads: int) -> str:
+    """How the first line of a run of two processes says their threads."""
+    plural = "s" if threads > 1 else ""
+    return f"device: cpu ({threads} CPU thread{plural} in each of 2 processes, gloo)"
+
+
 def records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / run_folder.METRICS_FILE).read_text().splitlines()]
 
@@ -213,7 +220,8 @@ def test_two_machines_compute_what_one_process_computes(launcher, tmp_path, data
     outputs = [node.stdout() for node in nodes]
     assert sorted(bool(out.strip()) for out in outputs) == [False, True]  # rank 0's JSON only
     summary = json.loads(next(out for out in outputs if out.strip()))
-    assert "CPU thread(s) in each of 2 processes, gloo" in "".join(n.stderr() for n in nodes)
+    # One process on each "machine": each uses all the cores.
+    assert start_line(threads_per_process(1)) in "".join(n.stderr() for n in nodes)
 
     one = train(TrainConfig(**MNIST), out_dir=tmp_path / "one", data_dir=data_dir)
     for two, alone in zip(summary["epochs"], one.records, strict=True):
@@ -245,6 +253,7 @@ def test_sigterm_to_torchrun_saves_once_and_the_run_resumes_bit_for_bit(launcher
     stopped.wait()
     assert stopped.stdout().count("interrupted: state saved in") == 1, stopped.text()
     assert stopped.stdout().count("device: cpu") == 1  # only rank 0 prints
+    assert start_line(threads_per_process(2)) in stopped.stdout()  # cores / 2 each
     assert run_folder.read_metadata(tmp_path / "stopped")["status"] == "interrupted"
     saved = run_folder.load_state(tmp_path / "stopped" / run_folder.RESUME_FILE)
     assert saved["rank_rng"]["torch"].shape[0] == 2

@@ -334,8 +334,9 @@ class RichReporter:
         self.processes = processes["world_size"]
         threads = f"{info['threads']} CPU threads"
         if processes["backend"] is not None:
+            plural = "s" if info["threads"] > 1 else ""
             threads = (
-                f"{info['threads']} CPU thread(s) in each of {self.processes} processes, "
+                f"{info['threads']} CPU thread{plural} in each of {self.processes} processes, "
                 f"{processes['backend']}"
             )
         self.console.print(
