@@ -2,9 +2,7 @@
 
 Each case runs ``logloss`` in a fresh process (a test process has torch loaded already) and
 checks exit status 2, exactly one line ``logloss: error: ...`` naming the problem, and that
-``torch`` never entered ``sys.modules``.  A case marked ``xfail(strict=True)`` fails today because
-its command imports torch (or reads data) before checking that argument; it passes, and its
-mark must go, once the command checks first.
+``torch`` never entered ``sys.modules`` (nor was the dataset read).
 
 Also: ``--hidden`` widths (``training.config.parse_hidden``) and the completion scripts.
 """
@@ -50,15 +48,6 @@ sys.exit(status)
 RUN = "{run}"  # a folder holding a checkpoint.json: a run as far as the argument checks can tell
 MISSING = "{missing}"  # a path that does not exist
 
-TORCH_FIRST = "imports torch before checking this argument (issue 13)"
-
-
-def later(*argv: str, message: str, owner: str, why: str = TORCH_FIRST) -> pytest.param:
-    """A case that fails today because ``owner`` checks the argument too late."""
-    return pytest.param(
-        list(argv), message, marks=pytest.mark.xfail(strict=True, reason=f"{owner} {why}")
-    )
-
 
 CASES = [
     # core (cli/core.py)
@@ -78,11 +67,11 @@ CASES = [
     # train (cli/train.py)
     (["train", "--epochs", "abc"], "invalid int value: 'abc'"),
     (["train", "--validation-size", "0"], "validation_size must be a count of samples >= 1"),
-    later("train", "--epochs", "0", message="--epochs must be", owner="train"),
-    later("train", "--hidden", "256,,256", message="width 2 of 3 is empty", owner="train"),
-    later("train", "--lr", "-1", message="--lr must be", owner="train"),
-    later("train", "--target-accuracy", "200", message="--target-accuracy must", owner="train"),
-    later("train", "--resume", message="--resume needs --out DIR", owner="train"),
+    (["train", "--epochs", "0"], "--epochs must be"),
+    (["train", "--hidden", "256,,256"], "width 2 of 3 is empty"),
+    (["train", "--lr", "-1"], "--lr must be"),
+    (["train", "--target-accuracy", "200"], "--target-accuracy must"),
+    (["train", "--resume"], "--resume needs --out DIR"),
     # serve (cli/serve.py)
     (["serve", "--checkpoint", RUN, "--port", "70000"], "--port 70000 is not a TCP port"),
     (["serve", "--checkpoint", MISSING], "is not a directory"),

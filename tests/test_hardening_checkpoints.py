@@ -112,7 +112,9 @@ def test_non_finite_weights_are_refused_naming_the_tensor(
     image = tmp_path / "digit.png"
     from PIL import Image
 
-    Image.new("L", (8, 8)).save(image)
+    picture = Image.new("L", (28, 28))  # black paper with a white stroke: a readable "1"
+    picture.paste(255, (12, 4, 16, 24))
+    picture.save(image)
     err = cli_error(["predict", "--checkpoint", str(folder), "--json", str(image)], capsys)
     assert f"{name} contains {says}" in err
     assert load_checkpoint(folder, which="last").which == "last"  # the other weights still load

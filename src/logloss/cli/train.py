@@ -1,7 +1,13 @@
 """``logloss train``: parse, call :func:`logloss.training.train`, print its progress.
 
 Torch and rich are imported inside the handler (after the options are checked) so that
-``logloss --help`` and argument errors stay fast; :mod:`logloss.training.config` has no torch.
+``logloss --help`` and argument errors stay fast; :mod:`logloss.training.config` and
+:mod:`logloss.training.launch` have no torch.
+
+Under torchrun every process runs this command; rank 0 prints.  An error every rank meets alike
+(options, a batch that does not split over the processes, a rank's missing data, which the
+library passes to rank 0) is rank 0's one line; the other ranks exit with the same status,
+silently.  A process that loses the others says so itself.
 """
 
 from __future__ import annotations
@@ -24,6 +30,13 @@ from logloss.training.config import (
     SCHEDULES,
     TrainConfig,
     parse_validation_size,
+)
+from logloss.training.launch import (
+    BACKENDS,
+    DEFAULT_TIMEOUT,
+    Launch,
+    check_batch_split,
+    pick_backend,
 )
 
 if TYPE_CHECKING:
@@ -157,6 +170,31 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
         default=False,
         help="continue the interrupted run in --out DIR exactly where it stopped",
     )
+    train.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="under torchrun: the process group's backend (default: gloo on the CPU, nccl on CUDA)",
+    )
+    train.add_argument(
+        "--dist-timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help="under torchrun: seconds a process waits for the others (to meet, and at every "
+        f"exchange) before it fails (default: {DEFAULT_TIMEOUT:g})",
+    )
+
+
+def _seconds(text: str) -> float:
+    """argparse type of --dist-timeout: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any]]:
@@ -191,32 +229,72 @@ def _with_option_names(message: str) -> str:
 
 def _resume_config(args: argparse.Namespace, given: dict[str, Any]) -> TrainConfig:
     """The saved run's options with the given ones on top (train() refuses any change)."""
-    from logloss.training.run_folder import read_metadata  # torch: after the option checks
-
     if args.out is None:
         raise CLIError("--resume needs --out DIR: the folder of the run to continue")
     if args.preset != "default":
         raise CLIError("--resume continues with the saved options: drop --preset")
+    from logloss.training.run_folder import read_metadata  # torch: after the option checks
+
     saved = read_metadata(args.out)["config"]
     return TrainConfig.from_dict({**saved, **given})
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from logloss.training.loop import train  # torch: after the option checks
+    try:
+        launch = Launch.from_environment()
+    except ValueError as error:
+        raise CLIError(str(error)) from None
+    try:
+        return _train(args, launch)
+    except (CLIError, ValueError):
+        if launch.is_main:
+            raise
+        return 2  # rank 0 prints the error: the same one, or this rank's, passed to it
 
+
+def _train(args: argparse.Namespace, launch: Launch) -> int:
+    """Check what concerns the processes before loading torch; train; print (rank 0)."""
     config, given = config_from_args(args)
     if args.resume:
         config = _resume_config(args, given)
+    check_batch_split(config.batch_size, launch.world_size)
+    if args.backend is not None and config.device != "auto":
+        pick_backend(args.backend, config.device.split(":", 1)[0])
+    from logloss.training.ddp import ProcessGroupError  # torch: after the option checks
+    from logloss.training.loop import train  # torch: after the option checks
+
     out_dir = args.out or RUNS_DIR / f"{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     reporter = RichReporter(stream=sys.stderr if args.json else sys.stdout)
     started = time.perf_counter()
-    history = train(
-        config, out_dir=out_dir, data_dir=args.data_dir, resume=args.resume, reporter=reporter
-    )
+    try:
+        history = train(
+            config,
+            out_dir=out_dir,
+            data_dir=args.data_dir,
+            resume=args.resume,
+            reporter=reporter,
+            backend=args.backend,
+            timeout=args.dist_timeout,
+        )
+    except ProcessGroupError as error:
+        print(f"logloss: error: {error}{_resume_hint(out_dir)}", file=sys.stderr)
+        return 1
     wall = time.perf_counter() - started
-    if args.json:
+    if args.json and launch.is_main:
         print_json(history_summary(history, wall))
     return 130 if history.status == "interrupted" else 0
+
+
+def _resume_hint(out_dir: Path) -> str:
+    """How to continue a run whose processes lost each other, if it saved anything."""
+    from logloss.training.run_folder import holds_run  # torch: loaded by now anyway
+
+    if not holds_run(out_dir):
+        return ""
+    return (
+        f"; {out_dir} keeps the state saved at the last epoch's end (or at the start): continue "
+        f"with: torchrun ... -m logloss train --out {out_dir} --resume"
+    )
 
 
 def history_summary(history: History, wall_seconds: float) -> dict[str, Any]:
@@ -247,12 +325,22 @@ class RichReporter:
         self.task: Any = None
         self.steps = 0
         self.epochs = 0
+        self.processes = 1
 
     def on_start(self, info: dict[str, Any]) -> None:
         arch = info["architecture"]
         widths = "-".join(map(str, [arch.input_size, *arch.hidden, arch.num_classes]))
+        processes = info["processes"]
+        self.processes = processes["world_size"]
+        threads = f"{info['threads']} CPU threads"
+        if processes["backend"] is not None:
+            plural = "s" if info["threads"] > 1 else ""
+            threads = (
+                f"{info['threads']} CPU thread{plural} in each of {self.processes} processes, "
+                f"{processes['backend']}"
+            )
         self.console.print(
-            f"device: {info['device']} ({info['threads']} CPU threads) · network {widths} "
+            f"device: {info['device']} ({threads}) · network {widths} "
             f"({info['parameters']:,} parameters) · train {info['train']:,} / validation "
             f"{info['validation']:,} / test {info['test']:,} · run folder {info['out_dir']}"
         )
@@ -314,10 +402,10 @@ class RichReporter:
         self._stop_bar()
         out = history.out_dir
         if history.status == "interrupted":
-            self.console.print(
-                f"interrupted: state saved in {out}; continue with: "
-                f"logloss train --out {out} --resume"
-            )
+            command = f"logloss train --out {out} --resume"
+            if self.processes > 1:  # any number of processes that divides the batch size will do
+                command = f"torchrun --nproc-per-node {self.processes} -m {command}"
+            self.console.print(f"interrupted: state saved in {out}; continue with: {command}")
             return
         test, epochs = history.test, len(history.records)
         self.console.print(

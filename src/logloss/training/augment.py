@@ -16,6 +16,9 @@ def augment(
     background: float,
     config: TrainConfig,
     generator: torch.Generator,
+    *,
+    rows: slice = slice(None),
+    batch: int | None = None,
 ) -> torch.Tensor:
     """Distort a batch of images on the device: random affine map plus an elastic warp.
 
@@ -25,22 +28,28 @@ def augment(
     bilinearly, with the background filling what moves in from outside.  The random numbers
     come from ``generator`` on the CPU, so every device sees the same distortions.
 
+    Under several processes ``x`` is a rank's ``rows`` of a global batch of ``batch`` samples:
+    every rank draws the numbers of the whole global batch from the same generator and distorts
+    its own rows with them, so the distortions do not depend on the number of processes.
+
     Args:
         x: normalised inputs (B, H*W).
         input_shape: (H, W).
         background: the normalised value of a blank pixel, ``-mean / std``.
+        rows, batch: which rows of how large a global batch ``x`` is (default: all of ``x``).
 
     Returns:
         distorted inputs (B, H*W).
     """
     b = len(x)
+    drawn = b if batch is None else batch
     height, width = input_shape
-    # (B, 4 + 32) uniform numbers in one call keeps the generator's use easy to follow.
-    u = torch.rand(b, 4, generator=generator) * 2 - 1
+    # (B, 4) uniform and (B, 2, 4, 4) normal numbers, in that order, for the global batch.
+    u = torch.rand(drawn, 4, generator=generator)[rows] * 2 - 1
     angle = u[:, 0] * math.radians(config.augment_rotation)
     scale = 1 + u[:, 1] * config.augment_scale
     shift = u[:, 2:4] * config.augment_shift
-    elastic = torch.randn(b, 2, 4, 4, generator=generator) * config.augment_elastic
+    elastic = torch.randn(drawn, 2, 4, 4, generator=generator)[rows] * config.augment_elastic
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     # Grid coordinates span [-1, 1] over the image: one pixel is 2 / size.
     theta = torch.stack(

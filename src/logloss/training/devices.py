@@ -11,6 +11,8 @@ import os
 
 import torch
 
+from logloss.training.launch import Launch
+
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -73,6 +75,24 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def usable_cores() -> int:
+    """The CPUs this process may run on (a container may allow fewer than ``os.cpu_count()``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no sched_getaffinity
+        return os.cpu_count() or 1
+
+
+def threads_per_process(local_processes: int) -> int:
+    """The CPU threads of each of ``local_processes`` training processes on one machine: the
+    usable cores shared evenly, at least one each.
+
+    >>> threads_per_process(1) == usable_cores()
+    True
+    """
+    return max(1, usable_cores() // local_processes)
+
+
 def configure_threads(device: torch.device, threads: int | None = None) -> int:
     """Set torch's intra-op thread count for CPU work and return it.
 
@@ -85,15 +105,41 @@ def configure_threads(device: torch.device, threads: int | None = None) -> int:
         threads: an explicit count, or None for the number of CPUs this process may use.
     """
     if threads is None:
-        try:
-            threads = len(os.sched_getaffinity(0))
-        except AttributeError:  # macOS and Windows have no sched_getaffinity
-            threads = os.cpu_count() or 1
+        threads = usable_cores()
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
     if device.type == "cpu" and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+def process_device(device: torch.device, launch: Launch) -> torch.device:
+    """The device of this process: under torchrun, process ``LOCAL_RANK`` of a machine trains on
+    GPU ``LOCAL_RANK`` (``cuda`` becomes ``cuda:LOCAL_RANK``); otherwise ``device`` itself.
+
+    Raises:
+        ValueError: ``cuda:N`` named for several processes on one machine, or more processes
+            on it than GPUs.
+
+    >>> process_device(torch.device("cpu"), Launch(rank=1, world_size=2))
+    device(type='cpu')
+    """
+    local = launch.local_world_size
+    if launch.master is None or device.type != "cuda" or (device.index is not None and local == 1):
+        return device
+    if device.index is not None:
+        raise ValueError(
+            f"--device {device} names one GPU for the {local} processes on this machine: each "
+            "process trains on its own GPU (cuda:LOCAL_RANK); pass --device cuda"
+        )
+    count = torch.cuda.device_count()
+    if launch.local_rank >= count:
+        raise ValueError(
+            f"{local} processes on this machine but {count} GPU(s): start at most {count} "
+            f"(torchrun --nproc-per-node {count}), or pass --device cpu"
+        )
+    torch.cuda.set_device(launch.local_rank)
+    return torch.device("cuda", launch.local_rank)
 
 
 def synchronize(device: torch.device) -> None:

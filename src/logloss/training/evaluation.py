@@ -18,7 +18,51 @@ class Score(NamedTuple):
     loss: float
 
 
+class ScoreSums(NamedTuple):
+    """Summed cross-entropy (nats), correct predictions and samples: sums add over shards."""
+
+    loss: float
+    correct: int
+    count: int
+
+
 @torch.no_grad()
+def score_sums(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    batch_size: int = EVAL_BATCH,
+    shard: tuple[int, int] = (0, 1),
+) -> ScoreSums:
+    """Summed cross-entropy and correct count of ``model`` over one shard of a split, eval mode.
+
+    The split is cut into batches of ``batch_size``; shard ``(k, K)`` scores batches ``k``,
+    ``k + K``, ``k + 2K``, ...  Each batch's ``sum_i (logsumexp(z_i) - z_i[y_i])`` is computed
+    as one process computes it and added in float64, so the K shards' sums add up to one
+    process's sums up to float64 rounding.
+
+    Args:
+        model: returns logits (B, C).
+        inputs: normalised inputs (N, ...) on the model's device.
+        labels: int64 class indices (N,) on the same device.
+        shard: ``(index, count)``, ``(0, 1)`` for the whole split.
+    """
+    index, count = shard
+    was_training = model.training
+    model.eval()
+    total_loss = torch.zeros((), dtype=torch.float64)
+    correct = scored = 0
+    for start in range(index * batch_size, len(labels), count * batch_size):
+        logits = model(inputs[start : start + batch_size]).float()  # (B, C)
+        target = labels[start : start + batch_size]
+        total_loss += F.cross_entropy(logits, target, reduction="sum").double().cpu()
+        correct += int((logits.argmax(dim=1) == target).sum())
+        scored += len(target)
+    model.train(was_training)
+    return ScoreSums(float(total_loss), correct, scored)
+
+
 def evaluate_model(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -49,14 +93,5 @@ def evaluate_model(
         raise ValueError(
             f"need as many labels as inputs (and at least one): {len(inputs)} vs {len(labels)}"
         )
-    was_training = model.training
-    model.eval()
-    total_loss = torch.zeros((), dtype=torch.float64)
-    correct = 0
-    for start in range(0, len(labels), batch_size):
-        logits = model(inputs[start : start + batch_size]).float()
-        target = labels[start : start + batch_size]
-        total_loss += F.cross_entropy(logits, target, reduction="sum").double().cpu()
-        correct += int((logits.argmax(dim=1) == target).sum())
-    model.train(was_training)
-    return Score(correct / len(labels), float(total_loss) / len(labels))
+    sums = score_sums(model, inputs, labels, batch_size=batch_size)
+    return Score(sums.correct / sums.count, sums.loss / sums.count)
