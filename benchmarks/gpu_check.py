@@ -14,8 +14,8 @@ Parts:
 3. ``triton``: tests/test_fused_triton.py compiled on the GPU (not Triton's interpreter).
 4. ``benchmark``: forward + backward of fused against eager PyTorch, ``torch.compile`` and Liger
    Kernel (when it imports), cross-entropy, every option, and the linear loss.
-5. ``distributed``: the hook where NCCL world-size-1 runs (DDP training, the vocabulary-parallel
-   loss) are added by their owners; reports "not added yet" until then.
+5. ``distributed``: NCCL with world size 1: a short DDP training run under torchrun, and the
+   vocabulary-parallel loss on CUDA tensors against ``F.cross_entropy``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from pathlib import Path
 # process, and the parent, which only schedules them and writes the report, must not need them.
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-TIMEOUTS = {"environment": 30, "tests": 170, "triton": 60, "benchmark": 120, "distributed": 30}
+TIMEOUTS = {"environment": 30, "tests": 200, "triton": 60, "benchmark": 120, "distributed": 150}
 TEST_MODULES = [
     "tests/test_fused.py",
     "tests/test_fused_options.py",
@@ -70,24 +70,31 @@ def _liger_version() -> str:
         return "not installed"
 
 
-def _pytest(args: list[str], timeout: float) -> dict:
+def _pytest(args: list[str], timeout: float, log: str) -> dict:
+    """pytest on the GPU; its whole output goes to ``results/LOG`` as it runs (kept when the
+    part times out), the summary and the failures' names into the report."""
     env = dict(os.environ, LOGLOSS_TEST_DEVICE="cuda", PYTHONPATH=str(ROOT / "src"))
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *args]
-    run = subprocess.run(
-        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    tail = (run.stdout + run.stderr).strip().splitlines()[-15:]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", *args]
+    path = RESULTS / log
+    with open(path, "w", encoding="utf-8") as out:
+        run = subprocess.run(
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
+            timeout=timeout, check=False,
+        )  # fmt: skip
+    lines = path.read_text(encoding="utf-8").strip().splitlines()
+    failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
+    summary = {"summary": lines[-1] if lines else "", "failed": failed[:40], "log": log}
     if run.returncode != 0:
-        raise RuntimeError("pytest failed:\n" + "\n".join(tail))
-    return {"summary": tail[-1] if tail else ""}
+        raise RuntimeError(json.dumps(summary))
+    return summary
 
 
 def part_tests() -> dict:
-    return _pytest(TEST_MODULES, TIMEOUTS["tests"] - 10)
+    return _pytest(TEST_MODULES, TIMEOUTS["tests"] - 10, "gpu-tests.log")
 
 
 def part_triton() -> dict:
-    return _pytest(["tests/test_fused_triton.py"], TIMEOUTS["triton"] - 10)
+    return _pytest(["tests/test_fused_triton.py"], TIMEOUTS["triton"] - 10, "gpu-triton.log")
 
 
 def _time(fn: Callable[[], object], repeats: int = 10) -> tuple[float, float]:
@@ -190,14 +197,15 @@ def _bench_linear(liger) -> list[dict]:
     hidden = (torch.randn(n, h, device="cuda") / h**0.5).bfloat16().requires_grad_()
     weight = torch.randn(v, h, device="cuda").bfloat16().requires_grad_()
     target = torch.randint(0, v, (n,), device="cuda")
-    options = torch.nn.LinearCrossEntropyOptions()
     methods = {
         "fused": lambda: fused.linear_cross_entropy(hidden, weight, target).backward(),
-        "torch-chunked": lambda: F.linear_cross_entropy(
-            hidden, weight, target, options=options
-        ).backward(),
         "unfused": lambda: F.cross_entropy((hidden @ weight.t()).float(), target).backward(),
     }
+    if hasattr(F, "linear_cross_entropy"):  # PyTorch's own chunked loss, where this torch has it
+        options = torch.nn.LinearCrossEntropyOptions()
+        methods["torch-chunked"] = lambda: F.linear_cross_entropy(
+            hidden, weight, target, options=options
+        ).backward()
     if liger is not None:
         loss = liger["linear"]()
         methods["liger"] = lambda: loss(weight, hidden, target).backward()
@@ -211,10 +219,22 @@ def _bench_linear(liger) -> list[dict]:
 
 
 def part_distributed() -> dict:
-    """HOOK for the distributed checks (NCCL, world size 1): DDP training (training/) and the
-    vocabulary-parallel loss (logloss.distributed, issue 17).  Their owners add the runs here:
-    each a function returning a dict of results, raising on failure."""
-    return {"status": "not added yet (DDP training, vocabulary-parallel loss)"}
+    """NCCL, world size 1: DDP training under torchrun (bench_ddp.py --gpu-check) and the
+    vocabulary-parallel loss on CUDA tensors (bench_vocab_parallel.py --gpu-check).  Each prints
+    one result line and exits non-zero on failure."""
+    results = {}
+    for name in ("ddp", "vocab_parallel"):
+        script = ROOT / "benchmarks" / f"bench_{name}.py"
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+        run = subprocess.run(
+            [sys.executable, str(script), "--gpu-check"], cwd=ROOT, env=env,
+            capture_output=True, text=True, timeout=TIMEOUTS["distributed"] / 2, check=False,
+        )  # fmt: skip
+        lines = (run.stdout + run.stderr).strip().splitlines()
+        results[name] = lines[-1] if lines else f"exit {run.returncode}, no output"
+        if run.returncode != 0:
+            raise RuntimeError(f"{name}: {results[name]} / " + " / ".join(lines[-8:]))
+    return results
 
 
 PARTS = {
