@@ -25,6 +25,7 @@ from logloss.distributed.row_math import (
     row_losses,
 )
 from logloss.distributed.shard_math import shard_gradient, shard_row_stats
+from logloss.fused import buffers
 from logloss.fused.rows import accumulator_dtype
 
 
@@ -52,7 +53,7 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         (logits,) = ctx.saved_tensors
         plan = ctx.plan
         scales = gradient_scales(grad_output, plan.terms, plan.options.reduction)
-        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+        grad = buffers.new_buffer(logits)  # fused's kept buffer: no page faults when reused
         shard_gradient(logits, plan, (0, logits.shape[0]), ctx.stats, scales, grad)
         return grad, None
 
