@@ -1,9 +1,9 @@
 """``vocab_parallel_cross_entropy``: the loss of logits split by class across ranks.
 
 Forward: each rank reads its (N, V_r) shard once (the fused row kernel: its lse and loss row
-per row), one all-gather shares those two numbers per row (2 N float64 per rank), and every
-rank combines them into the same loss.  Backward is local: each rank reads its shard again and
-writes its gradient, from the global lse.
+per row), one all-gather shares those numbers (3 N float64 per rank: the lse as a pair, the
+loss row), and every rank combines them into the same loss.  Backward is local: each rank
+reads its shard again and writes its gradient, from the global lse.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def global_row_stats(z: torch.Tensor, plan: Plan, rows: tuple[int, int]) -> RowS
     ranks: this shard's (``z`` (r1 - r0, V_r)), one all-gather, the combination (the same on
     every rank)."""
     r0, r1 = rows
-    stats = shard_row_stats(z, plan.local_target[r0:r1], plan.shard)  # (2, n)
-    gathered = all_gather_stacked(stats, plan.layout.group, plan.layout.device)  # (P, 2, n)
+    stats = shard_row_stats(z, plan.local_target[r0:r1], plan.shard)  # (3, n)
+    gathered = all_gather_stacked(stats, plan.layout.group, plan.layout.device)  # (P, 3, n)
     return combine_row_stats(gathered, plan.terms.rows(r0, r1), plan.options)
 
 
@@ -92,7 +92,7 @@ def vocab_parallel_cross_entropy(
     the value of ``F.cross_entropy(z, target, weight=w, label_smoothing=eps, ...)`` on the
     gathered logits (plus the z-loss, not weighted).  ``mean`` divides the cross-entropy by the
     sum of the non-ignored rows' target weights (their number without weights; NaN when there
-    is none) and the z-loss by the number of non-ignored rows.  Only 2 N float64 numbers per
+    is none) and the z-loss by the number of non-ignored rows.  Only 3 N float64 numbers per
     rank cross the network (one all-gather), plus one all-gather of ~25 integers that checks
     the inputs on every rank together: a bad input raises the same ``ValueError`` on every
     rank.  Backward is local; ignored rows get a gradient of exactly 0.

@@ -2,7 +2,7 @@
 rows (the classes) split across ranks, chunk by chunk of rows.
 
 Per chunk of rows, each rank computes its logits z = h W_r^T + b_r (rows, V_r), their
-statistics (the fused row kernel, one read), one all-gather of 2 x rows float64 numbers, and
+statistics (the fused row kernel, one read), one all-gather of 3 x rows float64 numbers, and
 the loss rows; when gradients are needed the kernel turns z into dL/dz in place (one read, one
 write) and grad_h = z W_r (this rank's part), grad_W_r += z^T h and grad_b_r += sum z are
 accumulated (the chunk steps of ``logloss.fused.linear``).  After the last chunk grad_h is
@@ -63,7 +63,9 @@ def _pass(
     """
     hidden, weight, bias = inputs
     n = hidden.shape[0]
-    table = None if saved is not None else torch.empty(2, n, dtype=STAT_DTYPE, device=hidden.device)
+    table = None  # RowStats.stacked() of all rows, filled chunk by chunk in forward
+    if saved is None:
+        table = torch.empty(3, n, dtype=STAT_DTYPE, device=hidden.device)
     if grad_output is None:
         grad_output = torch.ones((), dtype=STAT_DTYPE, device=hidden.device)
     scales = gradient_scales(grad_output, plan.terms, plan.options.reduction)

@@ -8,8 +8,10 @@ weights), smoothing eps over V classes and z-loss scale lam, PyTorch's ``F.cross
     ce_i  = (1 - eps) w_{y_i} (lse_i - f_{i,y_i}) + eps/V sum_j w_j (lse_i - f_ij)
     zl_i  = lam lse_i^2
 
-(both 0 for ignored rows).  Rank r holds the columns J_r and sends, per row, its lse_r =
-log sum_{j in J_r} exp(f_ij) and its loss row with its own lse,
+(both 0 for ignored rows).  Rank r holds the columns J_r and sends, per row, its
+lse_r = log sum_{j in J_r} exp(f_ij) as a pair hi_r + lo_r (the fused kernel's float64 lse and
+0, or the row max and the log-sum, which keep float64 logits exact to rounding) and its loss
+row with its own lse,
 
     loss_r = (1 - eps) w_y [y in J_r] (lse_r - f_y) + eps/V sum_{j in J_r} w_j (lse_r - f_j)
 
@@ -33,7 +35,7 @@ from dataclasses import dataclass, replace
 import torch
 
 REDUCTIONS = ("none", "mean", "sum")
-STAT_DTYPE = torch.float64  # of the per-row statistics every rank sends (lse_r, loss_r)
+STAT_DTYPE = torch.float64  # of the per-row statistics every rank sends (hi_r, lo_r, loss_r)
 
 
 @dataclass(frozen=True)
@@ -104,46 +106,57 @@ def row_terms(
 
 @dataclass(frozen=True)
 class RowStats:
-    """The global per-row results, (N,) float64 each: ``lse`` = log sum_j exp(f_ij) and ``ce``
-    the cross-entropy rows (0 for ignored rows)."""
+    """The global per-row results, (N,) float64 each: lse = ``shift`` + ``log_sum`` (kept
+    apart: ``shift`` is the largest hi_r, and f - shift is exact to rounding where it matters,
+    so exp(f - shift) exp(-log_sum) keeps float64 accuracy for float64 logits) and ``ce``, the
+    cross-entropy rows (0 for ignored rows)."""
 
-    lse: torch.Tensor
+    shift: torch.Tensor
+    log_sum: torch.Tensor
     ce: torch.Tensor
 
+    @property
+    def lse(self) -> torch.Tensor:
+        return self.shift + self.log_sum
+
     def stacked(self) -> torch.Tensor:
-        """(2, N): lse, ce (``RowStats(*t)`` is the inverse)."""
-        return torch.stack((self.lse, self.ce))
+        """(3, N): shift, log_sum, ce (``RowStats(*t)`` is the inverse)."""
+        return torch.stack((self.shift, self.log_sum, self.ce))
 
     def rows(self, r0: int, r1: int) -> RowStats:
         """The statistics of rows [r0, r1)."""
-        return RowStats(self.lse[r0:r1], self.ce[r0:r1])
+        return RowStats(self.shift[r0:r1], self.log_sum[r0:r1], self.ce[r0:r1])
 
 
 def combine_row_stats(gathered: torch.Tensor, terms: RowTerms, opts: LossOptions) -> RowStats:
-    """Global lse and cross-entropy rows from every rank's (lse_r, loss_r) (module docstring).
+    """Global lse and cross-entropy rows from every rank's (hi_r, lo_r, loss_r) (see the module
+    docstring).
 
-    lse = top + log sum_r exp(lse_r - top), top = max_r lse_r (0 when every rank's is -inf);
-    NaN when a rank's is (a NaN or +inf logit).  A row of -inf only has a NaN cross-entropy,
-    as in PyTorch.
+    shift = max_r hi_r (0 when every rank's lse_r is -inf), log_sum = log sum_r exp(lse_r -
+    shift) with lse_r - shift = (hi_r - shift) + lo_r, and lse - lse_r = log_sum - (lse_r -
+    shift): differences, exact to rounding however small.  NaN when a rank's lse_r is (a NaN or
+    +inf logit); a row of -inf only has a NaN cross-entropy, as in PyTorch.
 
     Args:
-        gathered: (P, 2, N) float64, rank r's (lse_r, loss_r) at [r].
+        gathered: (P, 3, N) float64, rank r's (hi_r, lo_r, loss_r) at [r].
         terms: the rows' :class:`RowTerms`.
         opts: the call's options.
     """
-    lse_r, loss_r = gathered[:, 0], gathered[:, 1]  # (P, N) each
-    top = lse_r.amax(dim=0)  # (N,)
-    top = top.masked_fill(top == -torch.inf, 0.0)  # a rank whose row is all -inf adds 0
-    lse = top + (lse_r - top).exp().sum(dim=0).log()  # (N,)
+    hi_r, lo_r, loss_r = gathered.unbind(1)  # (P, N) each
+    empty = hi_r + lo_r == -torch.inf  # (P, N): lse_r = -inf (its hi_r may be 0): adds 0
+    shift = hi_r.masked_fill(empty, -torch.inf).amax(dim=0)  # (N,)
+    shift = shift.masked_fill(shift == -torch.inf, 0.0)
+    below = ((hi_r - shift) + lo_r).masked_fill(empty, -torch.inf)  # (P, N): lse_r - shift
+    log_sum = below.exp().sum(dim=0).log()  # (N,)
     eps = opts.smoothing
-    ranks = torch.arange(lse_r.shape[0], device=lse_r.device).unsqueeze(1)  # (P, 1)
+    ranks = torch.arange(hi_r.shape[0], device=hi_r.device).unsqueeze(1)  # (P, 1)
     held = (1.0 - eps) * terms.target_weight.to(STAT_DTYPE)  # (N,)
     a = torch.where(ranks == terms.owner, held, 0.0)  # (P, N): A_r
     if eps > 0.0:
         a = a + (eps / opts.n_classes) * terms.shard_weight.unsqueeze(1)
-    share = torch.where(lse_r == -torch.inf, 0.0, a * (lse - lse_r))  # (P, N), >= 0
-    ce = (loss_r + share).sum(dim=0).masked_fill(lse == -torch.inf, torch.nan)
-    return RowStats(lse, torch.where(terms.valid, ce, 0.0))
+    share = torch.where(empty, 0.0, a * (log_sum - below))  # (P, N), >= 0
+    ce = (loss_r + share).sum(dim=0).masked_fill(shift + log_sum == -torch.inf, torch.nan)
+    return RowStats(shift, log_sum, torch.where(terms.valid, ce, 0.0))
 
 
 def row_losses(
@@ -196,17 +209,18 @@ def gradient_coefficients(
 
     d loss / d f_ij = A_i p_ij - b_i [j == y_i] - c_i w_j,  p_ij = exp(f_ij - lse_i), with
     A = s ((1 - eps) w_y + eps W / V) + 2 lam t lse,  b = s (1 - eps) w_y,  c = s eps / V
-    (s, t = ``scales``, see :func:`gradient_scales`; 0 for ignored rows).  shift = lse rounded
-    to ``acc`` and a = A exp(-(lse - shift)), so that a exp(f - shift) = A p with f - shift
-    exact near the lse (the part of lse below ``acc``'s resolution goes into a).
+    (s, t = ``scales``, see :func:`gradient_scales`; 0 for ignored rows).  shift: the
+    statistics' shift in ``acc`` (a row max of the torch passes: exact) and a = A exp(-(lse -
+    shift)), so that a exp(f - shift) = A p with f - shift exact near the lse.
     """
     eps, n_classes = opts.smoothing, opts.n_classes
     s, t = (torch.where(terms.valid, x.expand(terms.valid.shape), 0.0) for x in scales)
     w_y = terms.target_weight.to(STAT_DTYPE)
     b = s * (1.0 - eps) * w_y
-    a = b + s * (eps * terms.weight_sum / n_classes)
+    c = s * (eps / n_classes)
+    a = b + c * terms.weight_sum  # rounded as the target's b + c w_y (one class: a - that = 0)
     if opts.z_loss:
         a = a + 2.0 * opts.z_loss * t * stats.lse
-    shift = stats.lse.to(acc)
-    a = a * torch.exp(-(stats.lse - shift.to(STAT_DTYPE)))
-    return shift, torch.stack((a, b, s * (eps / n_classes))).to(acc)
+    shift = stats.shift.to(acc)
+    a = a * torch.exp(-((stats.shift - shift.to(STAT_DTYPE)) + stats.log_sum))
+    return shift, torch.stack((a, b, c)).to(acc)

@@ -4,8 +4,8 @@ Rank r holds the columns [offset_r, offset_r + V_r) of the (N, V) logits.  Two p
 them, each a function of local tensors (no collective):
 
 1. :func:`shard_row_stats` (forward, one read of the shard): per row, this shard's
-   lse_r = log sum_{j here} exp(f_ij) and its loss row with that lse, loss_r (``row_math``
-   combines them across ranks into the loss).
+   lse_r = log sum_{j here} exp(f_ij) (as a pair hi_r + lo_r) and its loss row with that lse,
+   loss_r (``row_math`` combines them across ranks into the loss).
 2. :func:`shard_gradient` (backward, one read and one write): the gradient of this shard's
    columns from the *global* lse and the incoming gradient's scales.
 
@@ -14,9 +14,12 @@ otherwise) in its shard mode: targets of other ranks' classes carry no one-hot t
 eps/V spreads over all V classes, ``lse_out`` gives lse_r and ``lse_in`` takes the global lse,
 both float64, so that exp(f - lse) keeps float32 accuracy at any magnitude.  The kernel's loss
 row is loss_r = A_r lse_r - lin_r with A_r = (1 - eps) [y here] + eps V_r / V, exactly the
-loss_r of ``row_math``.  Class weights are the exception: the kernel's shard mode refuses them
-(a shard's gradient needs the target's weight, which another rank may hold), so with weights
-both passes are the torch operations of :mod:`shard_torch`.
+loss_r of ``row_math``.  Two exceptions take the torch operations of :mod:`shard_torch` for
+both passes: class weights, which the kernel's shard mode refuses (a shard's gradient needs the
+target's weight, which another rank may hold); and float64 logits, whose "kernel" is torch
+operations anyway, and which need the lse as the pair (row max, log-sum) that the torch passes
+keep: one float64 lse is rounded at the logits' magnitude, and p - 1 of a confident row (a loss
+of 1e-10 at logits of 50) would lose 1e-5 of its relative accuracy.
 """
 
 from __future__ import annotations
@@ -30,20 +33,21 @@ from logloss.fused.dispatch import compute_rows
 from logloss.fused.rows import accumulator_dtype
 
 
-def kernel_applies(opts: ShardOptions) -> bool:
-    """Whether the fused row kernel takes this shard: everything but class weights."""
-    return opts.class_weight is None
+def kernel_applies(opts: ShardOptions, z: torch.Tensor) -> bool:
+    """Whether the fused row kernel takes the shard ``z``: all but class weights and float64."""
+    return opts.class_weight is None and z.dtype != torch.float64
 
 
 def shard_row_stats(
     z: torch.Tensor, local_target: torch.Tensor, opts: ShardOptions
 ) -> torch.Tensor:
-    """(2, n) float64: this shard's lse_r and loss_r per row (see ``row_math``).
+    """(3, n) float64: this shard's hi_r, lo_r and loss_r per row (see ``row_math``); through
+    the kernel hi_r = lse_r (its ``lse_out``) and lo_r = 0.
 
     lse_r is -inf for a row of -inf only (and for an empty shard, whose loss_r is 0); such a
     row's loss_r is its linear part instead, -(1 - eps) [y here] f_y - eps/V sum_j f_j (+inf,
     0, or NaN for 0 * -inf, as PyTorch), from the kernel with lse_in = 0 (loss = A 0 - lin).
-    NaN for a row holding NaN or +inf.  Ignored rows (``plan.IGNORED``) get (0, 0).
+    NaN for a row holding NaN or +inf.  Ignored rows (``plan.IGNORED``) get (0, 0, 0).
 
     Args:
         z: (n, V_r) logits of this shard, any float dtype and strides.
@@ -52,21 +56,21 @@ def shard_row_stats(
         opts: the shard's options.
     """
     n, v = z.shape
-    stats = torch.zeros(2, n, dtype=STAT_DTYPE, device=z.device)
+    stats = torch.zeros(3, n, dtype=STAT_DTYPE, device=z.device)
     if v == 0:
         stats[0].fill_(-torch.inf)
         return stats
-    if not kernel_applies(opts):
+    if not kernel_applies(opts, z):
         return shard_torch.shard_row_stats(z, local_target, opts)
     loss = torch.empty(n, dtype=accumulator_dtype(z), device=z.device)
     compute_rows(z, local_target, None, loss, opts.row_options(), lse_out=stats[0])
-    stats[1] = loss
+    stats[2] = loss
     empty = torch.nonzero(stats[0] == -torch.inf).squeeze(1)  # rows of -inf only here
     if empty.numel():
         zeros = torch.zeros(empty.numel(), dtype=STAT_DTYPE, device=z.device)
         linear = torch.empty(empty.numel(), dtype=loss.dtype, device=z.device)
         compute_rows(z[empty], local_target[empty], None, linear, opts.row_options(), None, zeros)
-        stats[1, empty] = linear.to(STAT_DTYPE)
+        stats[2, empty] = linear.to(STAT_DTYPE)
     return stats
 
 
@@ -95,7 +99,7 @@ def shard_gradient(
     local_target = plan.local_target[r0:r1]
     if z.shape[1] == 0:
         return
-    if not kernel_applies(plan.shard):
+    if not kernel_applies(plan.shard, z):
         terms = plan.terms.rows(r0, r1)
         acc = accumulator_dtype(z)
         shift, coef = gradient_coefficients(stats, terms, plan.options, scales, acc)

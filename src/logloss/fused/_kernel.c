@@ -223,19 +223,22 @@ INLINE void index_terms(const job_t *jb, int kind, float wt, float zt, double su
 }
 
 /* Writes loss_i (and lse_i) and returns the gradient's multiplier of e_j:
- * (scale A + 2 z_loss z_scale lse) / S.  S = sum_j e_j when the lse is computed; with a given
- * lse, e_j = exp(z_j - hi) for hi = (float)lse, and S = exp(lse - hi): the part of the lse
- * below float's resolution (exact in double) joins the row's scale, so p_j = e_j / S keeps
- * float accuracy at any magnitude (hi alone is off by up to half an ulp: 5e-4 at 1e4), at no
- * cost per element.  A shard's gradient takes the whole row's A, 1 (shards have no class
- * weights), while its loss row keeps its own share of A, so that the shards' loss rows add up
- * to the row's loss. */
+ * (scale A + 2 z_loss z_scale lse) / S, with lse = shift + lo.  Computed: lo = log S, S =
+ * sum_j e_j.  Given: e_j = exp(z_j - hi) for hi = (float)lse, lo = lse - hi (exact in double)
+ * and S = exp(lo): the part of the lse below float's resolution joins the row's scale, so
+ * p_j = e_j / S keeps float accuracy at any magnitude (hi alone is off by up to half an ulp:
+ * 5e-4 at 1e4), at no cost per element.  The loss is (A shift - lin) + A lo: for a target at
+ * the row max shift - z_t is exact, so a loss far below the lse's ulp keeps its relative
+ * accuracy.  A shard's gradient takes the whole row's A, 1 (shards have no class weights),
+ * while its loss row keeps its own share of A, so that the shards' loss rows add up to the
+ * row's loss. */
 INLINE float finish_row(const ce_args_t *a, int64_t i, const row_sums_t *r) {
-    const double lse = a->lse_in ? (r->sum != r->sum ? NAN : a->lse_in[i])
-                                 : r->shift + log(r->sum);
-    a->loss[i] = (float)(r->coef * lse - r->lin);
+    const double shift = (double)r->shift;
+    const double lo = a->lse_in ? (r->sum != r->sum ? NAN : a->lse_in[i] - shift) : log(r->sum);
+    const double lse = shift + lo;
+    a->loss[i] = (float)((r->coef * shift - r->lin) + r->coef * lo);
     if (a->lse_out) a->lse_out[i] = lse;
-    const double total = a->lse_in ? exp(lse - (double)r->shift) : r->sum;
+    const double total = a->lse_in ? exp(lo) : r->sum;
     const double coef = (a->flags & FLAG_SHARD) ? 1.0 : r->coef;
     return (float)((a->scale * coef + 2.0 * a->z_loss * a->z_scale * lse) / total);
 }

@@ -113,33 +113,42 @@ def row_chunks(n: int, c: int) -> list[tuple[int, int]]:
 
 
 def _target_terms(
-    x: torch.Tensor, target: torch.Tensor, w: torch.Tensor | float, opts: RowOptions
+    x: torch.Tensor,
+    target: torch.Tensor,
+    w: torch.Tensor | float,
+    lse_parts: tuple[torch.Tensor, torch.Tensor],
+    opts: RowOptions,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(A (n,), sum_j w_j q'_j z'_j (n,), dL/dz' minus its p part (n, c)) of the rows; A and
-    the linear part in float64, so that A lse - lin keeps the accuracy of the float64 lse (as
-    the kernels' double arithmetic).
+    """(A (n,), the loss rows (n,), dL/dz' minus its p part (n, c)) of rows whose log-sum-exp
+    is hi + lo (``lse_parts``, (n,) float64 each); A and the loss in float64.
 
-    Products are plain, as PyTorch's: a zero coefficient times a -inf logit is NaN.
+    The loss of index targets is (1 - eps) w_t ((hi - z'_t) + lo) + eps/C ((W hi - sum_j w_j
+    z'_j) + W lo): with hi the row max, hi - z'_t is exact, so a loss far below the lse's ulp
+    (a confident right answer) keeps its relative accuracy, as PyTorch's.  Products are plain,
+    as PyTorch's: a zero coefficient times a -inf logit is NaN.
     """
     c = x.shape[1]
     eps = opts.smoothing
     eps_c = eps / (opts.n_classes or c)
+    hi, lo = lse_parts
     if target.is_floating_point():  # (n, c) probabilities
         wq = ((1.0 - eps) * target.to(x.dtype) + eps_c) * w  # (n, c)
-        return wq.sum(dim=1).to(LSE_DTYPE), (wq * x).sum(dim=1).to(LSE_DTYPE), -wq
+        coef = wq.sum(dim=1).to(LSE_DTYPE)
+        return coef, (coef * hi - (wq * x).sum(dim=1).to(LSE_DTYPE)) + coef * lo, -wq
     has_t = (target >= 0) & (target < c)  # (n,): a class of these columns
     safe_t = target.where(has_t, 0).unsqueeze(1)  # (n, 1)
     wt = w[safe_t.squeeze(1)] if torch.is_tensor(w) else torch.ones_like(x[:, 0])
     wt = wt.where(has_t, 0.0)  # (n,)
-    total_w = w.sum() if torch.is_tensor(w) else float(c)
-    coef = (1.0 - eps) * wt.to(LSE_DTYPE) + eps_c * total_w
+    total_w = float(w.sum()) if torch.is_tensor(w) else float(c)
+    held = (1.0 - eps) * wt.to(LSE_DTYPE)  # (n,)
     x_t = x.gather(1, safe_t).squeeze(1).to(LSE_DTYPE)  # (n,)
-    lin = ((1.0 - eps) * wt.to(LSE_DTYPE) * x_t).where(has_t, 0.0)
+    loss = (held * ((hi - x_t) + lo)).where(has_t, 0.0)
     if eps > 0.0:  # skipped at 0, as PyTorch: 0 * sum(-inf) would be NaN
-        lin = lin + eps_c * (x * w).sum(dim=1).to(LSE_DTYPE)
+        spread = (total_w * hi - (x * w).sum(dim=1).to(LSE_DTYPE)) + total_w * lo
+        loss = loss + eps_c * spread
     rest = (-eps_c * w) * torch.ones_like(x)  # (n, c)
     rest.scatter_add_(1, safe_t, (-(1.0 - eps) * wt).unsqueeze(1))
-    return coef, lin, rest
+    return held + eps_c * total_w, loss, rest
 
 
 def rows_torch(
@@ -155,17 +164,29 @@ def rows_torch(
     x = z.to(accumulator_dtype(z))  # (n, c)
     if opts.softcap is not None:
         x = opts.softcap * torch.tanh(x / opts.softcap)
-    hi, lse, total = _shifted_sums(x, lse_in)
+    # softmax as exp(x - hi) / S, lse = hi + lo: hi the row max (0 for a row of -inf only, whose
+    # lse is then log 0 = -inf) and lo = log S, or, with a given lse, hi = lse rounded to x's
+    # dtype, lo = lse - hi and S = exp(lo).  x - hi is exact for the entries that do not
+    # underflow (Sterbenz), while an lse rounded to float32 is off by up to half an ulp of the
+    # logits (4.9e-4 at 1e4).  A NaN or +inf logit makes the row NaN (inf - inf), as PyTorch's.
+    if lse_in is None:
+        hi = x.amax(dim=1, keepdim=True)  # (n, 1)
+        hi = hi.masked_fill(hi == -torch.inf, 0.0)
+    else:
+        hi = lse_in.to(x.dtype).unsqueeze(1)
     e = torch.exp(x - hi)  # (n, c)
-    if total is None:
-        total = e.sum(dim=1, keepdim=True)  # (n, 1)
-        lse = hi.squeeze(1).to(LSE_DTYPE) + torch.log(total.squeeze(1)).to(LSE_DTYPE)
-    else:  # a NaN or +inf logit makes the row NaN, as when lse is computed
-        lse = torch.where(e.sum(dim=1).isfinite(), lse, torch.nan)
+    total = e.sum(dim=1, keepdim=True)  # (n, 1)
+    hi64 = hi.squeeze(1).to(LSE_DTYPE)
+    if lse_in is None:
+        lo = torch.log(total.squeeze(1)).to(LSE_DTYPE)
+    else:
+        lo = torch.where(total.squeeze(1).isfinite(), lse_in.to(LSE_DTYPE) - hi64, torch.nan)
+        total = torch.exp(lo).to(x.dtype).unsqueeze(1)
+    lse = hi64 + lo
     w = opts.weight.to(x) if opts.weight is not None else 1.0
-    coef, lin, rest = _target_terms(x, target, w, opts)
+    coef, loss_rows, rest = _target_terms(x, target, w, (hi64, lo), opts)
     skip, bad = _row_flags(target, x.shape[1], opts)
-    _write_rows(loss, coef * lse - lin, skip, bad)
+    _write_rows(loss, loss_rows, skip, bad)
     if lse_out is not None:
         _write_rows(lse_out, lse, skip, bad)
     if grad is None:
@@ -176,26 +197,6 @@ def rows_torch(
     if opts.softcap is not None:
         g.mul_(1.0 - (x / opts.softcap) ** 2)
     _write_rows(grad, g, skip.unsqueeze(1), bad.unsqueeze(1))
-
-
-def _shifted_sums(
-    x: torch.Tensor, lse_in: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """(hi (n, 1) in x's dtype, the lse (n,) float64, S (n, 1)) such that softmax(x) =
-    exp(x - hi) / S; the last two None when the lse is to be computed (hi the row max, S the
-    sum of exp(x - hi)).
-
-    Not exp(x - lse) with lse rounded to x's dtype: x - hi is exact for the entries that do not
-    underflow (Sterbenz), while a float32 lse of 1e4 is off by up to half an ulp (4.9e-4).  With
-    a given lse, hi = lse rounded and S = exp(lse - hi), the part below x's resolution.  The max
-    of a row of -inf only is taken as 0 (its lse is then log 0 = -inf, not -inf - -inf).
-    """
-    if lse_in is None:
-        hi = x.amax(dim=1, keepdim=True)  # (n, 1); NaN for a NaN logit
-        return hi.masked_fill(hi == -torch.inf, 0.0), None, None
-    lse = lse_in.to(LSE_DTYPE)  # (n,)
-    hi = lse.to(x.dtype)
-    return hi.unsqueeze(1), lse, torch.exp(lse - hi.to(LSE_DTYPE)).to(x.dtype).unsqueeze(1)
 
 
 def _row_flags(target: torch.Tensor, c: int, opts: RowOptions) -> tuple[torch.Tensor, torch.Tensor]:

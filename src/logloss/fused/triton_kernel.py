@@ -93,11 +93,13 @@ if triton is not None:
         # so p keeps float32 accuracy at any magnitude (a float32 lse of 1e4 is 5e-4 off)
         hi = tl.where(mx == float("-inf"), 0.0, mx)
         lo = tl.log(tl.sum(s * tl.exp(m - hi), axis=0))
-        lse = hi.to(tl.float64) + lo.to(tl.float64)
+        lo64 = lo.to(tl.float64)
+        lse = hi.to(tl.float64) + lo64
         if LSE_IN:  # the given lse; a NaN (or +inf) row stays NaN
             lse = tl.where(lse == lse, tl.load(lse_in_ptr + row).to(tl.float64), lse)
             hi = lse.to(tl.float32)
-            lo = (lse - hi.to(tl.float64)).to(tl.float32)
+            lo64 = lse - hi.to(tl.float64)
+            lo = lo64.to(tl.float32)
         if SOFT:
             coef = tl.sum(coef_acc, axis=0)
             lin = tl.sum(lin_acc, axis=0)
@@ -113,7 +115,10 @@ if triton is not None:
             if SMOOTHING:
                 coef += eps_c * tl.sum(coef_acc, axis=0)
                 lin += eps_c * tl.sum(lin_acc, axis=0).to(tl.float64)
-        row_loss = coef.to(tl.float64) * lse - lin
+        # (A hi - lin) + A lo: for a target at the row max hi - z_t is exact, so a loss far
+        # below the lse's ulp keeps its relative accuracy
+        coef64 = coef.to(tl.float64)
+        row_loss = (coef64 * hi.to(tl.float64) - lin) + coef64 * lo64
         loss = tl.where(ignored, 0.0, tl.where(bad, float("nan"), row_loss))
         tl.store(loss_ptr + row, loss.to(tl.float32))
         if LSE_OUT:
