@@ -29,7 +29,9 @@ class ShardOptions:
     class_weight: torch.Tensor | None
     z_loss: float
 
-    def row_options(self, scale: float | torch.Tensor = 1.0, z_scale=1.0) -> RowOptions:
+    def row_options(
+        self, scale: float | torch.Tensor = 1.0, z_scale: float | torch.Tensor = 1.0
+    ) -> RowOptions:
         """The fused row kernel's options for this shard (shard semantics, V classes in all,
         ignored rows marked :data:`IGNORED`); no class weights (see ``RowOptions``)."""
         return RowOptions(
