@@ -71,7 +71,7 @@ def test_all_ignored(world: list[dict]) -> None:
 
 # Bad inputs on one rank (or all): every rank raises the same ValueError.
 EXPECTED_ERRORS = {
-    "err-target-shape": "rank 1 of {P}: target must be a tensor of shape (8,)",
+    "err-target-shape": "rank 1 of {P}: target must have shape (8,) to match logits_shard (8, ",
     "err-target-dtype": "target's dtype differs across ranks (rank 0: int64, rank 1: int32",
     "err-target-float": "rank {last} of {P}: target must hold integer class indices",
     "err-target-values": "target differs across ranks (rank 0 vs rank 1)",

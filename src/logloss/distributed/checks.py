@@ -28,6 +28,7 @@ from logloss.distributed.group import (
     resolve_group,
 )
 from logloss.distributed.row_math import REDUCTIONS, LossOptions
+from logloss.fused.checks import check_target_tensor
 
 Facts = dict[str, int]
 
@@ -179,19 +180,15 @@ def check_float_matrix(x: Any, name: str, shape: str) -> torch.Tensor:
 
 def check_target(target: Any, n: int, like: torch.Tensor, against: str) -> torch.Tensor:
     """(N,) integer class indices on ``like``'s device; returned as contiguous int64."""
-    if not is_tensor(target) or target.dim() != 1 or target.shape[0] != n:
-        got = tuple(target.shape) if is_tensor(target) else type(target).__name__
-        raise ValueError(
-            f"target must be a tensor of shape ({n},) (one global class index per row of "
-            f"{against} {tuple(like.shape)}); got {got}"
-        )
-    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise ValueError(
-            f"target must hold integer class indices (int64); got {target.dtype}. Probability "
-            "targets are not supported by the vocabulary-parallel loss"
-        )
-    if target.device != like.device:
-        raise ValueError(f"target is on {target.device} but {against} is on {like.device}")
+    check_target_tensor(
+        target,
+        (n,),
+        like,
+        against,
+        kinds="integer class indices (int64); the vocabulary-parallel loss takes no "
+        "probability targets",
+        detail="one global class index per row",
+    )
     return target.to(torch.int64).contiguous()
 
 

@@ -1,10 +1,9 @@
 """``vocab_parallel_cross_entropy``: the loss of logits split by class across ranks.
 
-Forward: each rank reduces its (N, V_r) shard to four numbers per row (its max and
-log-sum-exp, the target's logit if the target is one of its classes, the smoothing sum), one
-all-gather shares them (4 N numbers per rank), and every rank computes the same loss.
-Backward is local: each rank writes the gradient of its own shard from the global per-row
-statistics.
+Forward: each rank reads its (N, V_r) shard once (the fused row kernel: its lse and loss row
+per row), one all-gather shares those numbers (3 N float64 per rank: the lse as a pair, the
+loss row), and every rank combines them into the same loss.  Backward is local: each rank
+reads its shard again and writes its gradient, from the global lse.
 """
 
 from __future__ import annotations
@@ -17,29 +16,33 @@ import torch.distributed as dist
 from logloss.distributed import checks
 from logloss.distributed.dtensor import local_part, unwrap
 from logloss.distributed.group import all_gather_stacked
-from logloss.distributed.plan import Plan, make_plan, zero_ignored_rows
+from logloss.distributed.plan import Plan, make_plan
 from logloss.distributed.row_math import (
     RowStats,
     combine_row_stats,
-    gradient_coefficients,
+    gradient_scales,
     reduce_losses,
     row_losses,
 )
-from logloss.distributed.shard_math import accumulation_dtype, shard_gradient, shard_row_stats
+from logloss.distributed.shard_math import shard_gradient, shard_row_stats
+from logloss.fused import buffers
+from logloss.fused.rows import accumulator_dtype
 
 
-def global_row_stats(z: torch.Tensor, local_target: torch.Tensor, plan: Plan) -> RowStats:
-    """The statistics of rows whose columns are spread over the ranks: this shard's (``z``
-    (n, V_r), ``local_target`` (n,)), one all-gather, the combination (the same on every rank)."""
-    stats = shard_row_stats(z, local_target, plan.shard)  # (4, n)
-    layout = plan.layout
-    return combine_row_stats(all_gather_stacked(stats, layout.group, layout.device))
+def global_row_stats(z: torch.Tensor, plan: Plan, rows: tuple[int, int]) -> RowStats:
+    """The statistics of the rows [r0, r1) of ``plan``, whose columns are spread over the
+    ranks: this shard's (``z`` (r1 - r0, V_r)), one all-gather, the combination (the same on
+    every rank)."""
+    r0, r1 = rows
+    stats = shard_row_stats(z, plan.local_target[r0:r1], plan.shard)  # (3, n)
+    gathered = all_gather_stacked(stats, plan.layout.group, plan.layout.device)  # (P, 3, n)
+    return combine_row_stats(gathered, plan.terms.rows(r0, r1), plan.options)
 
 
 class _VocabParallelCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, logits: torch.Tensor, plan: Plan) -> torch.Tensor:
-        stats = global_row_stats(logits, plan.local_target, plan)
+        stats = global_row_stats(logits, plan, (0, logits.shape[0]))
         ce, zl = row_losses(stats, plan.terms, plan.options)
         ctx.save_for_backward(logits)
         ctx.plan, ctx.stats = plan, stats
@@ -48,11 +51,11 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
         (logits,) = ctx.saved_tensors
-        plan, stats = ctx.plan, ctx.stats
-        coef = gradient_coefficients(stats, plan.terms, plan.options, grad_output)  # (3, N)
-        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-        shard_gradient(logits, plan.local_target, stats.shift, coef, plan.shard, grad)
-        return zero_ignored_rows(grad, plan.terms.valid), None
+        plan = ctx.plan
+        scales = gradient_scales(grad_output, plan.terms, plan.options.reduction)
+        grad = buffers.new_buffer(logits)  # fused's kept buffer: no page faults when reused
+        shard_gradient(logits, plan, (0, logits.shape[0]), ctx.stats, scales, grad)
+        return grad, None
 
 
 def _local_facts(
@@ -89,10 +92,10 @@ def vocab_parallel_cross_entropy(
     the value of ``F.cross_entropy(z, target, weight=w, label_smoothing=eps, ...)`` on the
     gathered logits (plus the z-loss, not weighted).  ``mean`` divides the cross-entropy by the
     sum of the non-ignored rows' target weights (their number without weights; NaN when there
-    is none) and the z-loss by the number of non-ignored rows.  Only 4 N numbers per rank
-    cross the network (one all-gather), plus one all-gather of ~25 integers that checks the
-    inputs on every rank together: a bad input raises the same ``ValueError`` on every rank.
-    Backward is local; ignored rows get a gradient of exactly 0.
+    is none) and the z-loss by the number of non-ignored rows.  Only 3 N float64 numbers per
+    rank cross the network (one all-gather), plus one all-gather of ~25 integers that checks
+    the inputs on every rank together: a bad input raises the same ``ValueError`` on every
+    rank.  Backward is local; ignored rows get a gradient of exactly 0.
 
     Args:
         logits_shard: (N, V_r) this rank's columns [offset_r, offset_r + V_r) of the logits,
@@ -125,5 +128,5 @@ def vocab_parallel_cross_entropy(
     layout, loss_options, target = checks.check_call(
         lambda found: _local_facts(local, target, weight, options, found), (), (), group
     )
-    plan = make_plan(layout, loss_options, target, accumulation_dtype(local.dtype))
+    plan = make_plan(layout, loss_options, target, accumulator_dtype(local))
     return wrap(_VocabParallelCrossEntropy.apply(local, plan))

@@ -2,14 +2,15 @@
 rows (the classes) split across ranks, chunk by chunk of rows.
 
 Per chunk of rows, each rank computes its logits z = h W_r^T + b_r (rows, V_r), their
-statistics, one all-gather of 4 x rows numbers, and the loss rows; when gradients are needed it
-turns z into dL/dz in place and accumulates grad_h = z W_r (this rank's part), grad_W_r += z^T h
-and grad_b_r += sum z.  After the last chunk grad_h is summed over the ranks (one all-reduce of
-N x H numbers).  So a rank holds at most one chunk of its logits: peak O(chunk V_r + V_r H).
-All gradients are made in the forward pass (three matrix products per chunk, the minimum) and
-backward only scales them; for ``reduction="none"`` (per-row incoming gradients) or a second
-backward the chunks rerun in backward from the saved per-row statistics, without a collective
-but the final all-reduce.
+statistics (the fused row kernel, one read), one all-gather of 3 x rows float64 numbers, and
+the loss rows; when gradients are needed the kernel turns z into dL/dz in place (one read, one
+write) and grad_h = z W_r (this rank's part), grad_W_r += z^T h and grad_b_r += sum z are
+accumulated (the chunk steps of ``logloss.fused.linear``).  After the last chunk grad_h is
+summed over the ranks (one all-reduce of N x H numbers).  So a rank holds at most one chunk of
+its logits: peak O(chunk V_r + V_r H).  All gradients are made in the forward pass (three
+matrix products per chunk, the minimum) and backward only scales them; for
+``reduction="none"`` (per-row incoming gradients) or a second backward the chunks rerun in
+backward from the saved per-row statistics, without a collective but the final all-reduce.
 """
 
 from __future__ import annotations
@@ -23,16 +24,17 @@ from logloss.distributed import checks
 from logloss.distributed.cross_entropy import global_row_stats
 from logloss.distributed.dtensor import local_part, unwrap
 from logloss.distributed.group import all_reduce_sum
-from logloss.distributed.plan import Plan, make_plan, zero_ignored_rows
+from logloss.distributed.plan import Plan, make_plan
 from logloss.distributed.row_math import (
+    STAT_DTYPE,
     RowStats,
-    gradient_coefficients,
+    gradient_scales,
     reduce_losses,
     row_losses,
 )
-from logloss.distributed.shard_math import accumulation_dtype, shard_gradient
-
-Grads = list  # [grad_hidden, grad_weight_shard, grad_bias_shard], each a tensor or None
+from logloss.distributed.shard_math import shard_gradient
+from logloss.fused.linear import Grads, add_chunk_gradients, chunk_logits, gradient_buffers
+from logloss.fused.rows import accumulator_dtype
 
 _CHUNK_BYTES = 128 << 20  # default chunk: at most 128 MiB of float32 logits per rank ...
 _MIN_CHUNK_ROWS = 256  # ... but at least 256 rows (matrix products slow down below ~512 rows)
@@ -45,51 +47,6 @@ def default_chunk_rows(n: int, largest_shard: int) -> int:
     return max(1, min(n, max(_MIN_CHUNK_ROWS, rows)))
 
 
-def _new_grads(
-    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, needs: tuple
-) -> Grads:
-    return [
-        torch.empty_like(hidden) if needs[0] else None,
-        torch.zeros_like(weight) if needs[1] else None,
-        torch.zeros_like(bias) if needs[2] and bias is not None else None,
-    ]
-
-
-def _chunk_logits(
-    h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor
-) -> torch.Tensor:
-    """z = h W^T + b into ``out`` (rows, V_r)."""
-    if bias is None:
-        return torch.mm(h, weight.t(), out=out)
-    return torch.addmm(bias, h, weight.t(), out=out)
-
-
-def _chunk_gradients(
-    z: torch.Tensor,
-    h: torch.Tensor,
-    weight: torch.Tensor,
-    plan: Plan,
-    rows: tuple[int, int],
-    stats: RowStats,
-    grad_output: torch.Tensor,
-    grads: Grads,
-) -> None:
-    """Turn the chunk's logits ``z`` (rows, V_r) into dL/dz in place (``stats`` of the chunk's
-    rows, ``grad_output`` 0-d or (rows,)) and add this chunk's part of each gradient."""
-    r0, r1 = rows
-    terms = plan.terms.rows(r0, r1)
-    coef = gradient_coefficients(stats, terms, plan.options, grad_output)  # (3, rows)
-    shard_gradient(z, plan.local_target[r0:r1], stats.shift, coef, plan.shard, out=z)
-    zero_ignored_rows(z, terms.valid)
-    grad_h, grad_w, grad_b = grads
-    if grad_h is not None:
-        torch.mm(z, weight, out=grad_h[r0:r1])
-    if grad_w is not None:
-        grad_w.addmm_(z.t(), h)
-    if grad_b is not None:
-        grad_b.add_(z.sum(dim=0))
-
-
 def _pass(
     inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
     plan: Plan,
@@ -97,39 +54,39 @@ def _pass(
     needs: tuple,
     saved: RowStats | None,
     grad_output: torch.Tensor | None,
-) -> tuple[RowStats, torch.Tensor | None, Grads]:
-    """One pass over the row chunks: (row statistics, loss rows (2, N) or None, gradients).
+) -> tuple[RowStats, Grads]:
+    """One pass over the row chunks: (row statistics, gradients).
 
-    Forward (``saved`` None): statistics through one all-gather per chunk, the loss rows (ce,
-    zl) and, for any of ``needs``, gradients for an incoming gradient of 1.  Backward rerun
-    (``saved`` given): only the gradients, for ``grad_output`` (0-d, or (N,) for 'none').
+    Forward (``saved`` None): statistics through one all-gather per chunk and, for any of
+    ``needs``, gradients for an incoming gradient of 1.  Backward rerun (``saved`` given):
+    only the gradients, for ``grad_output`` (0-d, or (N,) for 'none').
     """
     hidden, weight, bias = inputs
-    n, acc = hidden.shape[0], accumulation_dtype(hidden.dtype)
-    losses, table = None, None  # loss rows (ce, zl) and RowStats.stacked() of all rows
+    n = hidden.shape[0]
+    table = None  # RowStats.stacked() of all rows, filled chunk by chunk in forward
     if saved is None:
-        losses = torch.empty(2, n, dtype=acc, device=hidden.device)
-        table = torch.empty(4, n, dtype=acc, device=hidden.device)
+        table = torch.empty(3, n, dtype=STAT_DTYPE, device=hidden.device)
     if grad_output is None:
-        grad_output = torch.ones((), dtype=acc, device=hidden.device)
-    grads = _new_grads(hidden, weight, bias, needs)
+        grad_output = torch.ones((), dtype=STAT_DTYPE, device=hidden.device)
+    scales = gradient_scales(grad_output, plan.terms, plan.options.reduction)
+    grads = gradient_buffers(hidden, weight, bias, needs)
     z_buf = torch.empty(min(chunk, n), weight.shape[0], dtype=hidden.dtype, device=hidden.device)
     for r0 in range(0, n, chunk):
         r1 = min(n, r0 + chunk)
         h = hidden[r0:r1]  # (rows, H)
-        z = _chunk_logits(h, weight, bias, z_buf[: r1 - r0])  # (rows, V_r)
+        z = chunk_logits(h, weight, bias, z_buf[: r1 - r0])  # (rows, V_r)
         if saved is None:
-            stats = global_row_stats(z, plan.local_target[r0:r1], plan)
-            losses[:, r0:r1] = torch.stack(row_losses(stats, plan.terms.rows(r0, r1), plan.options))
+            stats = global_row_stats(z, plan, (r0, r1))
             table[:, r0:r1] = stats.stacked()
         else:
             stats = saved.rows(r0, r1)
-        if any(needs):
-            g_out = grad_output if grad_output.dim() == 0 else grad_output[r0:r1]
-            _chunk_gradients(z, h, weight, plan, (r0, r1), stats, g_out, grads)
+        if any(needs):  # z becomes dL/dz in place, then the three products
+            rows_scales = tuple(x if x.dim() == 0 else x[r0:r1] for x in scales)
+            shard_gradient(z, plan, (r0, r1), stats, rows_scales, out=z)
+            add_chunk_gradients(z, h, weight, grads, r0)
     if grads[0] is not None:  # every rank holds part of d loss / d hidden: sum them
         all_reduce_sum(grads[0], plan.layout.group, plan.layout.device)
-    return (saved if table is None else RowStats(*table)), losses, grads
+    return (saved if table is None else RowStats(*table)), grads
 
 
 class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
@@ -148,10 +105,11 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
         reduction = plan.options.reduction
         # reduction='none': the per-row incoming gradients come in backward, so rerun there
         needs_now = (False, False, False) if reduction == "none" else needs
-        stats, losses, grads = _pass((hidden, weight, bias), plan, chunk, needs_now, None, None)
+        stats, grads = _pass((hidden, weight, bias), plan, chunk, needs_now, None, None)
         ctx.save_for_backward(hidden, weight, bias)
         ctx.plan, ctx.chunk, ctx.needs, ctx.stats, ctx.grads = plan, chunk, needs, stats, grads
-        return reduce_losses(losses[0], losses[1], plan.terms, reduction).to(hidden.dtype)
+        ce, zl = row_losses(stats, plan.terms, plan.options)
+        return reduce_losses(ce, zl, plan.terms, reduction).to(hidden.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -159,7 +117,7 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
         if any(need and g is None for need, g in zip(ctx.needs, grads, strict=True)):
             # reduction='none', or a second backward: rerun the chunks from the saved inputs
             inputs = ctx.saved_tensors
-            _, _, grads = _pass(inputs, ctx.plan, ctx.chunk, ctx.needs, ctx.stats, grad_output)
+            _, grads = _pass(inputs, ctx.plan, ctx.chunk, ctx.needs, ctx.stats, grad_output)
         else:
             grads = [None if g is None else g.mul_(grad_output) for g in grads]
         return (*grads, None, None, None)
@@ -296,7 +254,7 @@ def vocab_parallel_linear_cross_entropy(
         group,
     )
     local_hidden, bias = tensors[0], tensors[2]
-    plan = make_plan(layout, loss_options, checked_target, accumulation_dtype(local_hidden.dtype))
+    plan = make_plan(layout, loss_options, checked_target, accumulator_dtype(local_hidden))
     n = local_hidden.shape[0]
     chunk = _check_chunk(chunk_size) or default_chunk_rows(n, max(layout.sizes))
     loss = _VocabParallelLinearCrossEntropy.apply(

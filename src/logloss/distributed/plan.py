@@ -8,15 +8,50 @@ import torch
 
 from logloss.distributed.group import ShardLayout
 from logloss.distributed.row_math import LossOptions, RowTerms, row_terms
-from logloss.distributed.shard_math import ShardOptions
+from logloss.fused.rows import RowOptions
+
+ELSEWHERE = -1  # local target of a row whose class is held by another rank
+IGNORED = -2  # local target of an ignored row (never a column index, whatever ignore_index is)
+
+
+@dataclass(frozen=True)
+class ShardOptions:
+    """What the per-shard passes need besides the logits and targets.
+
+    ``smoothing``: eps; ``n_classes``: V, the classes of all ranks; ``softcap``: the cap of
+    f = cap * tanh(z / cap), or None; ``class_weight``: this shard's (V_r,) class weights in the
+    accumulation dtype, or None for weight 1; ``z_loss``: the scale of lam lse^2.
+    """
+
+    smoothing: float
+    n_classes: int
+    softcap: float | None
+    class_weight: torch.Tensor | None
+    z_loss: float
+
+    def row_options(
+        self, scale: float | torch.Tensor = 1.0, z_scale: float | torch.Tensor = 1.0
+    ) -> RowOptions:
+        """The fused row kernel's options for this shard (shard semantics, V classes in all,
+        ignored rows marked :data:`IGNORED`); no class weights (see ``RowOptions``)."""
+        return RowOptions(
+            ignore_index=IGNORED,
+            smoothing=self.smoothing,
+            scale=scale,
+            z_loss=self.z_loss,
+            z_scale=z_scale,
+            softcap=self.softcap,
+            n_classes=self.n_classes,
+            shard=True,
+        )
 
 
 @dataclass(frozen=True)
 class Plan:
     """One call's layout and options, and what the targets give every step.
 
-    ``local_target`` (N,) int64: the target's column in this rank's shard, -1 where it is
-    another rank's class or the row is ignored.
+    ``local_target`` (N,) int64: the target's column in this rank's shard, :data:`ELSEWHERE`
+    where it is another rank's class, :data:`IGNORED` where the row is ignored.
     """
 
     layout: ShardLayout
@@ -31,22 +66,15 @@ def make_plan(
 ) -> Plan:
     """The :class:`Plan` for validated (N,) int64 targets (computing in dtype ``acc``)."""
     start, stop = layout.offset, layout.offset + layout.local_size
-    terms = row_terms(target, options, acc)
+    terms = row_terms(target, options, layout.sizes, acc)
     here = terms.valid & (target >= start) & (target < stop)  # (N,)
-    local_target = torch.where(here, target - start, -1)
+    local_target = torch.where(here, target - start, ELSEWHERE).masked_fill(~terms.valid, IGNORED)
     weight = options.class_weight
     shard = ShardOptions(
+        smoothing=options.smoothing,
+        n_classes=options.n_classes,
         softcap=options.softcap,
         class_weight=None if weight is None else weight[start:stop],
-        smoothing=options.smoothing > 0.0,
+        z_loss=options.z_loss,
     )
     return Plan(layout, options, terms, shard, local_target)
-
-
-def zero_ignored_rows(grad: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """``grad`` (n, V_r) with the rows where ``valid`` (n,) is False set to exactly 0 (the
-    gradient of an ignored row is 0 even when its logits are NaN)."""
-    ignored = torch.nonzero(~valid).squeeze(1)
-    if ignored.numel():
-        grad.index_fill_(0, ignored, 0.0)
-    return grad

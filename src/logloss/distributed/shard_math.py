@@ -1,184 +1,116 @@
-"""The per-shard steps: the O(N x V_r) work each rank does on its own columns of the logits.
+"""The per-shard passes: the O(N x V_r) work each rank does on its own columns of the logits.
 
-Rank r holds the columns [offset_r, offset_r + V_r) of the (N, V) logits.  Two passes over them,
-each a plain function of local tensors (no collective), so that a faster row kernel can replace
-either with a few lines:
+Rank r holds the columns [offset_r, offset_r + V_r) of the (N, V) logits.  Two passes over
+them, each a function of local tensors (no collective):
 
-1. :func:`shard_row_stats` (forward): per row, the max and log-sum-exp of this shard's
-   columns, the target's logit when the target is one of them, and the (class-weighted) sum
-   for smoothing.
-2. :func:`shard_gradient` (backward): given the *global* per-row max (after the collective)
-   and three per-row coefficients, the gradient of this shard's columns.
+1. :func:`shard_row_stats` (forward, one read of the shard): per row, this shard's
+   lse_r = log sum_{j here} exp(f_ij) (as a pair hi_r + lo_r) and its loss row with that lse,
+   loss_r (``row_math`` combines them across ranks into the loss).
+2. :func:`shard_gradient` (backward, one read and one write): the gradient of this shard's
+   columns from the *global* lse and the incoming gradient's scales.
 
-With softcap, every logit z is first mapped to f = cap * tanh(z / cap); both passes see f.  Rows
-go through in chunks of about ``CHUNK_ELEMENTS`` (1 MiB of float32, which stays in the L2 cache
-between the chunk's operations), computed in float32 (float64 for float64 logits) through two
-scratch buffers reused from chunk to chunk.
+Both run the fused row kernel (``logloss.fused``: C on CPU, Triton on CUDA, torch rows
+otherwise) in its shard mode: targets of other ranks' classes carry no one-hot term here,
+eps/V spreads over all V classes, ``lse_out`` gives lse_r and ``lse_in`` takes the global lse,
+both float64, so that exp(f - lse) keeps float32 accuracy at any magnitude.  The kernel's loss
+row is loss_r = A_r lse_r - lin_r with A_r = (1 - eps) [y here] + eps V_r / V, exactly the
+loss_r of ``row_math``.  Two exceptions take the torch operations of :mod:`shard_torch` for
+both passes: class weights, which the kernel's shard mode refuses (a shard's gradient needs the
+target's weight, which another rank may hold); and float64 logits, whose "kernel" is torch
+operations anyway, and which need the lse as the pair (row max, log-sum) that the torch passes
+keep: one float64 lse is rounded at the logits' magnitude, and p - 1 of a confident row (a loss
+of 1e-10 at logits of 50) would lose 1e-5 of its relative accuracy.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-CHUNK_ELEMENTS = 1 << 18  # elements per row chunk: 1 MiB of float32 (measured: 2 MiB is 15% slower)
-GPU_CHUNK_ELEMENTS = 1 << 24  # on a GPU, fewer and larger chunks (each operation is a launch)
+from logloss.distributed import shard_torch
+from logloss.distributed.plan import Plan, ShardOptions
+from logloss.distributed.row_math import STAT_DTYPE, RowStats, gradient_coefficients
+from logloss.fused.dispatch import compute_rows
+from logloss.fused.rows import accumulator_dtype
 
 
-@dataclass(frozen=True)
-class ShardOptions:
-    """What the per-shard steps need besides the logits and targets.
-
-    ``softcap``: the cap of f = cap * tanh(z / cap), or None.  ``class_weight``: this shard's
-    (V_r,) class weights in the accumulation dtype, or None for weight 1.  ``smoothing``: whether
-    pass 1 computes the smoothing sum.
-    """
-
-    softcap: float | None
-    class_weight: torch.Tensor | None
-    smoothing: bool
-
-
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; float32, float16 and bfloat16 are accumulated in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def row_chunks(n: int, v: int, device: torch.device) -> list[tuple[int, int]]:
-    """Row ranges [r0, r1) of about ``CHUNK_ELEMENTS`` elements each (``GPU_CHUNK_ELEMENTS`` off
-    the CPU), at least one row each."""
-    elements = CHUNK_ELEMENTS if device.type == "cpu" else GPU_CHUNK_ELEMENTS
-    step = max(1, elements // max(v, 1))
-    return [(r0, min(n, r0 + step)) for r0 in range(0, n, step)]
-
-
-def _in_accumulation(z: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
-    """``z`` (rows, V_r) in the accumulation dtype: itself, or a copy in ``scratch``."""
-    if z.dtype == scratch.dtype:
-        return z
-    return scratch[: z.shape[0]].copy_(z)
-
-
-def _tanh_of_scaled(z: torch.Tensor, scratch: torch.Tensor, softcap: float) -> torch.Tensor:
-    """y = tanh(z / cap) in ``scratch`` (so f = cap y and df/dz = 1 - y^2, as autograd has it)."""
-    return scratch[: z.shape[0]].copy_(z).div_(softcap).tanh_()
+def kernel_applies(opts: ShardOptions, z: torch.Tensor) -> bool:
+    """Whether the fused row kernel takes the shard ``z``: all but class weights and float64."""
+    return opts.class_weight is None and z.dtype != torch.float64
 
 
 def shard_row_stats(
     z: torch.Tensor, local_target: torch.Tensor, opts: ShardOptions
 ) -> torch.Tensor:
-    """Per-row statistics of this shard's columns, to be combined across ranks.
+    """(3, n) float64: this shard's hi_r, lo_r and loss_r per row (see ``row_math``); through
+    the kernel hi_r = lse_r (its ``lse_out``) and lo_r = 0.
 
-    stats[0, i] = m_i = max_{j in shard} f_ij                    (-inf for an empty shard)
-    stats[1, i] = log sum_{j in shard} exp(f_ij - m_i)           (-inf if m_i = -inf)
-    stats[2, i] = f_{i, t_i} if 0 <= t_i (target in this shard) else 0
-    stats[3, i] = sum_{j in shard} w_j f_ij if ``opts.smoothing`` else 0
-
-    The log-sum-exp travels as the pair (m_i, log-sum) and is never rounded to one number: in
-    float32, m_i + log-sum would lose up to half an ulp of m_i (5e-4 at logits of 1e4, a
-    relative error of 5e-4 in every probability).  A row whose largest logit is +inf gets a
-    NaN log-sum (F.cross_entropy's row is NaN).
+    lse_r is -inf for a row of -inf only (and for an empty shard, whose loss_r is 0); such a
+    row's loss_r is its linear part instead, -(1 - eps) [y here] f_y - eps/V sum_j f_j (+inf,
+    0, or NaN for 0 * -inf, as PyTorch), from the kernel with lse_in = 0 (loss = A 0 - lin).
+    NaN for a row holding NaN or +inf.  Ignored rows (``plan.IGNORED``) get (0, 0, 0).
 
     Args:
-        z: (n, V_r) logits of this shard (any float dtype, any strides).
-        local_target: (n,) int64, the target's column in this shard, or -1 (another shard's
-            class, or an ignored row).
-        opts: softcap, class weights, smoothing.
-
-    Returns:
-        (4, n) tensor in the accumulation dtype.
+        z: (n, V_r) logits of this shard, any float dtype and strides.
+        local_target: (n,) int64, the target's column in this shard, ``plan.ELSEWHERE`` or
+            ``plan.IGNORED``.
+        opts: the shard's options.
     """
     n, v = z.shape
-    acc = accumulation_dtype(z.dtype)
-    stats = torch.zeros(4, n, dtype=acc, device=z.device)
+    stats = torch.zeros(3, n, dtype=STAT_DTYPE, device=z.device)
     if v == 0:
-        stats[:2].fill_(-torch.inf)
+        stats[0].fill_(-torch.inf)
         return stats
-    chunks = row_chunks(n, v, z.device)
-    rows = chunks[0][1] - chunks[0][0] if chunks else 0
-    scratch = torch.empty(rows, v, dtype=acc, device=z.device)  # f, when it is not z itself
-    exps = torch.empty(rows, v, dtype=acc, device=z.device)  # exp(f - max)
-    for r0, r1 in chunks:
-        if opts.softcap is None:
-            f = _in_accumulation(z[r0:r1], scratch)  # (rows, V_r)
-        else:
-            f = _tanh_of_scaled(z[r0:r1], scratch, opts.softcap).mul_(opts.softcap)
-        row_max = torch.amax(f, dim=1, out=stats[0, r0:r1])  # (rows,)
-        # an all -inf row would give -inf - -inf = NaN; shifting it by 0 gives log(0) = -inf
-        shift = row_max.masked_fill(row_max == -torch.inf, 0.0).unsqueeze(1)  # (rows, 1)
-        e = torch.sub(f, shift, out=exps[: r1 - r0]).exp_()
-        torch.log(e.sum(dim=1), out=stats[1, r0:r1])
-        if opts.smoothing:
-            w = opts.class_weight
-            stats[3, r0:r1] = f.sum(dim=1) if w is None else f @ w
-    stats[2] = _target_values(z, local_target, opts.softcap, acc)
+    if not kernel_applies(opts, z):
+        return shard_torch.shard_row_stats(z, local_target, opts)
+    loss = torch.empty(n, dtype=accumulator_dtype(z), device=z.device)
+    compute_rows(z, local_target, None, loss, opts.row_options(), lse_out=stats[0])
+    stats[2] = loss
+    empty = torch.nonzero(stats[0] == -torch.inf).squeeze(1)  # rows of -inf only here
+    if empty.numel():
+        zeros = torch.zeros(empty.numel(), dtype=STAT_DTYPE, device=z.device)
+        linear = torch.empty(empty.numel(), dtype=loss.dtype, device=z.device)
+        compute_rows(z[empty], local_target[empty], None, linear, opts.row_options(), None, zeros)
+        stats[2, empty] = linear.to(STAT_DTYPE)
     return stats
-
-
-def _target_values(
-    z: torch.Tensor, local_target: torch.Tensor, softcap: float | None, acc: torch.dtype
-) -> torch.Tensor:
-    """(n,) f at each row's local target (dtype ``acc``), 0 where the target is elsewhere."""
-    here = local_target >= 0  # (n,)
-    picked = z.gather(1, local_target.clamp(min=0).unsqueeze(1)).squeeze(1).to(acc)  # (n,)
-    if softcap is not None:
-        picked = torch.tanh(picked / softcap) * softcap
-    return torch.where(here, picked, torch.zeros_like(picked))
 
 
 def shard_gradient(
     z: torch.Tensor,
-    local_target: torch.Tensor,
-    shift: torch.Tensor,
-    coef: torch.Tensor,
-    opts: ShardOptions,
+    plan: Plan,
+    rows: tuple[int, int],
+    stats: RowStats,
+    scales: tuple[torch.Tensor, torch.Tensor],
     out: torch.Tensor,
 ) -> None:
-    """The gradient of the loss with respect to this shard's logits, written into ``out``.
+    """d loss / d z for this shard's columns of the rows [r0, r1) of ``plan``, into ``out``.
 
-    out_ij = (a_i exp(f_ij - shift_i) - b_i [j == t_i] - c_i w_j) * df_ij/dz_ij
-
-    with (a, b, c) = ``coef`` and df/dz = 1 - tanh(z / cap)^2 under softcap (else 1).  With the
-    global row max as ``shift`` and S_i = sum_j exp(f_ij - shift_i) over all ranks' columns,
-    a_i = s_i / S_i makes the first term s_i softmax(f_i)_j, exact to rounding even for large
-    logits.  For plain cross-entropy with scale s and smoothing eps over V classes: a = s / S,
-    b = s (1 - eps), c = s eps / V, w = 1.
+    g_ij = [(s A_i + 2 lam t lse_i) p_ij - s ((1 - eps) w_y [j == y_i] + eps/V w_j)] df/dz,
+    p_ij = exp(f_ij - lse_i), 0 for ignored rows.
 
     Args:
-        z: (n, V_r) logits of this shard.
-        local_target: (n,) int64 column in this shard or -1 (see :func:`shard_row_stats`).
-        shift: (n,) the global row max (0 for a row of -inf only), accumulation dtype.
-        coef: (3, n) rows a, b, c in the accumulation dtype.
-        opts: softcap, class weights, and whether the c term applies (``opts.smoothing``).
-        out: (n, V_r) tensor with unit column stride; may be ``z`` itself (written in place).
+        z: (n, V_r) this shard's logits of those rows.
+        plan: the call's plan; rows: (r0, r1) with r1 - r0 = n.
+        stats: those rows' global :class:`RowStats`.
+        scales: (s, t) of ``row_math.gradient_scales``, 0-d or (n,) (then the rows are scaled
+            after the kernel, one more pass).
+        out: (n, V_r), unit column stride; may be ``z`` itself.
     """
-    n, v = z.shape
-    acc = shift.dtype
-    chunks = row_chunks(n, v, z.device)
-    if not chunks or v == 0:
+    r0, r1 = rows
+    local_target = plan.local_target[r0:r1]
+    if z.shape[1] == 0:
         return
-    rows = chunks[0][1] - chunks[0][0]
-    scratch = torch.empty(rows, v, dtype=acc, device=z.device)  # f or tanh(z / cap)
-    staging = None if out.dtype == acc else torch.empty(rows, v, dtype=acc, device=z.device)
-    a, b, c = coef
-    b_here = torch.where(local_target >= 0, b, torch.zeros_like(b)).neg_().unsqueeze(1)  # (n, 1)
-    safe_target = local_target.clamp(min=0).unsqueeze(1)  # (n, 1)
-    for r0, r1 in chunks:
-        g = out[r0:r1] if staging is None else staging[: r1 - r0]  # (rows, V_r)
-        if opts.softcap is None:
-            torch.sub(_in_accumulation(z[r0:r1], scratch), shift[r0:r1].unsqueeze(1), out=g)
-        else:
-            y = _tanh_of_scaled(z[r0:r1], scratch, opts.softcap)
-            torch.mul(y, opts.softcap, out=g).sub_(shift[r0:r1].unsqueeze(1))
-        g.exp_().mul_(a[r0:r1].unsqueeze(1))
-        if opts.smoothing and opts.class_weight is None:
-            g.sub_(c[r0:r1].unsqueeze(1))
-        elif opts.smoothing:
-            g.addr_(c[r0:r1], opts.class_weight, alpha=-1)
-        # adding -0.0 to column 0 of rows whose target is elsewhere leaves them unchanged
-        g.scatter_add_(1, safe_target[r0:r1], b_here[r0:r1])
-        if opts.softcap is not None:
-            g.mul_(y.square_().neg_().add_(1.0))
-        if staging is not None:
-            out[r0:r1].copy_(g)
+    if not kernel_applies(plan.shard, z):
+        terms = plan.terms.rows(r0, r1)
+        acc = accumulator_dtype(z)
+        shift, coef = gradient_coefficients(stats, terms, plan.options, scales, acc)
+        shard_torch.shard_gradient(z, local_target, shift, coef, plan.shard, out)
+        ignored = torch.nonzero(~terms.valid).squeeze(1)
+        out.index_fill_(0, ignored, 0.0)  # exactly 0, even for NaN logits
+        return
+    s, t = scales
+    per_row = s.dim() > 0
+    opts = plan.shard.row_options(*((1.0, 1.0) if per_row else (s, t)))
+    loss = torch.empty(z.shape[0], dtype=accumulator_dtype(z), device=z.device)
+    compute_rows(z, local_target, out, loss, opts, lse_in=stats.lse)
+    if per_row:  # reduction='none': the incoming gradient of each row
+        out.mul_(s.to(out.dtype).unsqueeze(1))

@@ -140,8 +140,8 @@ typedef struct ce_args {
     const float *probs;    /* (n, c) float32 class probabilities, row stride ldp, or NULL */
     const float *weight;   /* (c,) class weights, or NULL */
     float *loss;           /* (n,) out: A lse - sum_j w_j q'_j z_j */
-    float *lse_out;        /* (n,) out: the lse each row used, or NULL */
-    const float *lse_in;   /* (n,) given lse (e.g. over all shards), or NULL: compute it */
+    double *lse_out;       /* (n,) out: the lse each row used (double), or NULL */
+    const double *lse_in;  /* (n,) given lse (e.g. over all shards, double), or NULL */
     int64_t ldx, ldg, ldp;
     int64_t n, c, ignore_index, n_classes; /* n_classes: the C of eps / C (>= c for a shard) */
     float smoothing, scale, z_loss, z_scale, softcap; /* softcap 0: none */
@@ -179,7 +179,7 @@ INLINE int row_target(const ce_args_t *a, int64_t i, int64_t *t) {
 /* An ignored row (loss, lse and gradient 0) or a bad one (all NaN). */
 static void fill_row(const ce_args_t *a, void *gi, int64_t i, int bf16, int bad) {
     a->loss[i] = bad ? NAN : 0.0f;
-    if (a->lse_out) a->lse_out[i] = bad ? NAN : 0.0f;
+    if (a->lse_out) a->lse_out[i] = bad ? NAN : 0.0;
     if (!gi) return;
     if (!bad)
         memset(gi, 0, (size_t)a->c * (bf16 ? 2 : 4));
@@ -205,7 +205,7 @@ INLINE int start_row(const ce_args_t *a, int64_t i, int bf16, const char **xi, c
 
 /* The per-row numbers the sweeps produce (see the formulas at the top). */
 typedef struct row_sums {
-    float shift; /* the max of z, or the given lse: sweep 2 takes exp(z - shift) */
+    float shift; /* the max of z, or the given lse rounded to float: sweep 2's exp(z - shift) */
     double sum;  /* sum of exp(z - shift); NaN for a row holding NaN (or +inf without a cap) */
     double coef; /* A = sum_j w_j q'_j, the multiplier of lse in the loss */
     double lin;  /* sum_j w_j q'_j z_j */
@@ -223,15 +223,22 @@ INLINE void index_terms(const job_t *jb, int kind, float wt, float zt, double su
 }
 
 /* Writes loss_i (and lse_i) and returns the gradient's multiplier of e_j:
- * (scale A + 2 z_loss z_scale lse) / S, with S = 1 when lse was given.  A shard's gradient takes
- * the whole row's A, 1 (shards have no class weights), while its loss row keeps its own share
- * of A, so that the shards' loss rows add up to the row's loss. */
+ * (scale A + 2 z_loss z_scale lse) / S, with lse = shift + lo.  Computed: lo = log S, S =
+ * sum_j e_j.  Given: e_j = exp(z_j - hi) for hi = (float)lse, lo = lse - hi (exact in double)
+ * and S = exp(lo): the part of the lse below float's resolution joins the row's scale, so
+ * p_j = e_j / S keeps float accuracy at any magnitude (hi alone is off by up to half an ulp:
+ * 5e-4 at 1e4), at no cost per element.  The loss is (A shift - lin) + A lo: for a target at
+ * the row max shift - z_t is exact, so a loss far below the lse's ulp keeps its relative
+ * accuracy.  A shard's gradient takes the whole row's A, 1 (shards have no class weights),
+ * while its loss row keeps its own share of A, so that the shards' loss rows add up to the
+ * row's loss. */
 INLINE float finish_row(const ce_args_t *a, int64_t i, const row_sums_t *r) {
-    const double lse = a->lse_in ? (r->sum != r->sum ? NAN : (double)a->lse_in[i])
-                                 : r->shift + log(r->sum);
-    a->loss[i] = (float)(r->coef * lse - r->lin);
-    if (a->lse_out) a->lse_out[i] = (float)lse;
-    const double total = a->lse_in ? 1.0 : r->sum;
+    const double shift = (double)r->shift;
+    const double lo = a->lse_in ? (r->sum != r->sum ? NAN : a->lse_in[i] - shift) : log(r->sum);
+    const double lse = shift + lo;
+    a->loss[i] = (float)((r->coef * shift - r->lin) + r->coef * lo);
+    if (a->lse_out) a->lse_out[i] = lse;
+    const double total = a->lse_in ? exp(lo) : r->sum;
     const double coef = (a->flags & FLAG_SHARD) ? 1.0 : r->coef;
     return (float)((a->scale * coef + 2.0 * a->z_loss * a->z_scale * lse) / total);
 }
@@ -351,7 +358,7 @@ INLINE void plain_row(const job_t *jb, const void *xi, int kind, int64_t t, int6
     sweep_max(xi, a->c, a->smoothing > 0.0f, bf16, &mx, &sumx, &nan);
     const float wt = kind == ROW_TARGET && jb->w ? jb->w[t] : 1.0f;
     index_terms(jb, kind, wt, kind == ROW_TARGET ? load_f(xi, t, bf16) : 0.0f, sumx, r);
-    r->shift = a->lse_in ? a->lse_in[i] : mx;
+    r->shift = a->lse_in ? (float)a->lse_in[i] : mx;
     r->sum = sweep_exp(xi, a->c, r->shift, bf16, jb->scratch);
     /* a NaN logit, or +inf (x - max = inf - inf): NaN loss and gradient row, as PyTorch */
     if (nan || mx == INFINITY) r->sum = NAN;
@@ -375,7 +382,7 @@ INLINE void general_row(const job_t *jb, const void *xi, int kind, int64_t t, in
         const float wt = kind == ROW_TARGET ? jb->w[t] : 0.0f;
         index_terms(jb, kind, wt, kind == ROW_TARGET ? zs[t] : 0.0f, lin, r);
     }
-    r->shift = a->lse_in ? a->lse_in[i] : mx;
+    r->shift = a->lse_in ? (float)a->lse_in[i] : mx;
     r->sum = sweep_exp(zs, a->c, r->shift, 0, jb->scratch);
     if (nan || mx == INFINITY) r->sum = NAN;
 }
@@ -670,7 +677,7 @@ AVX512_INLINE void rows_avx512(job_t *jb, int bf16) {
                              : 0.0f;
         row_sums_t r;
         index_terms(jb, kind, wt, xt, sumx, &r);
-        r.shift = a->lse_in ? a->lse_in[i] : mx;
+        r.shift = a->lse_in ? (float)a->lse_in[i] : mx;
         r.sum = row_exp_avx512(xi, c, r.shift, e, bf16); /* before g (maybe x) is written */
         /* +inf max: x - max is NaN for the inf itself (-inf - inf = -inf elsewhere), so the sum
          * is NaN already; said explicitly, as the portable loop does */

@@ -18,7 +18,7 @@ import torch
 
 from logloss.fused import buffers, linear
 from logloss.fused.dispatch import compute_rows
-from logloss.fused.rows import RowOptions
+from logloss.fused.rows import RowOptions, accumulator_dtype, lse_like
 
 
 def scale_for(reduction: str, denominator: torch.Tensor) -> torch.Tensor | float:
@@ -102,13 +102,15 @@ def cross_entropy_forward(
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, RowOptions]:
     """(loss, z-loss part, lse, the options with this batch's scales) of (N, C) logits, and
     the gradient into ``grad`` (if given; may be ``logits``).  The loss is in the accumulator
-    dtype; the lse is computed when asked or needed for the z-loss."""
+    dtype; the lse is computed (in float64, the row kernels' contract) when asked or needed for
+    the z-loss, and returned in the accumulator dtype."""
     dens = denominators(target, opts)
     opts = with_scales(opts, reduction, dens)
     loss_rows = linear.rows_like(logits)
-    lse = linear.rows_like(logits) if want_lse or opts.z_loss > 0.0 else None
+    lse = lse_like(logits) if want_lse or opts.z_loss > 0.0 else None
     with torch.autocast(logits.device.type, enabled=False):
         compute_rows(logits, target, grad, loss_rows, opts, lse_out=lse)
+        lse = None if lse is None else lse.to(accumulator_dtype(logits))
         loss, z_part = loss_parts(loss_rows, lse, opts, reduction, dens)
     return loss, z_part, lse, opts
 
@@ -129,12 +131,13 @@ def linear_forward(
     dens = denominators(target, opts)
     opts = with_scales(opts, reduction, dens)
     loss_rows = linear.rows_like(hidden)
-    lse = linear.rows_like(hidden) if want_lse or opts.z_loss > 0.0 else None
+    lse = lse_like(hidden) if want_lse or opts.z_loss > 0.0 else None
     needs_now = (False, False, False) if reduction == "none" else needs
     with torch.autocast(hidden.device.type, enabled=False):
         grads = linear.linear_pass(
             hidden, weight, bias, target, opts, plan, (loss_rows, lse), None, needs_now
         )
+        lse = None if lse is None else lse.to(accumulator_dtype(hidden))
         loss, z_part = loss_parts(loss_rows, lse, opts, reduction, dens)
     return loss, z_part, lse, grads, opts
 

@@ -25,6 +25,7 @@ from logloss._checks import (
 )
 from logloss._tensors import first_bad, format_index, is_tensor, item
 
+INDEX_OR_PROBABILITIES = "integer class indices (int64) or floating class probabilities"
 # |sum_j q_j - 1| allowed for probability targets: a few roundings of a softmax in the dtype
 PROBABILITY_SUM_TOLERANCE = {
     torch.float64: 1e-6,
@@ -220,6 +221,34 @@ def _same_device(t: torch.Tensor, like: torch.Tensor, name: str, against: str) -
         )
 
 
+def check_target_tensor(
+    target: Any,
+    expected: tuple[int, ...],
+    like: torch.Tensor,
+    name: str,
+    *,
+    kinds: str = INDEX_OR_PROBABILITIES,
+    detail: str,
+    hint: str = "",
+) -> None:
+    """``target`` is a tensor of integer class indices of shape ``expected`` on the device of
+    ``like`` (the logits, or the hidden states, called ``name`` in messages); raises ValueError
+    saying which rule failed.  ``kinds``: what targets the caller takes; ``detail``: how the
+    shape follows from ``like``'s; ``hint``: appended to the shape message."""
+    if not is_tensor(target):
+        raise ValueError(
+            f"target must be a torch.Tensor of shape {expected}; got {type(target).__name__}"
+        )
+    if not is_integer(target):
+        raise ValueError(f"target must hold {kinds}; got {target.dtype}")
+    if tuple(target.shape) != expected:
+        raise ValueError(
+            f"target must have shape {expected} to match {name} {tuple(like.shape)} "
+            f"({detail}); got {tuple(target.shape)}{hint}"
+        )
+    _same_device(target, like, "target", name)
+
+
 def _index_target(
     target: Any, logits: torch.Tensor, ignore_index: Any, classes: tuple[int, int], name: str
 ) -> tuple[torch.Tensor, tuple[int, ...]]:
@@ -228,25 +257,14 @@ def _index_target(
     and that shape."""
     dim, c = classes
     expected = tuple(logits.shape[:dim]) + tuple(logits.shape[dim + 1 :])
-    if not is_tensor(target):
-        raise ValueError(f"target must be a torch.Tensor of shape {expected}; got {type(target)}")
-    if not is_integer(target):
-        raise ValueError(
-            f"target must hold integer class indices (int64) or floating class probabilities; "
-            f"got {target.dtype}"
-        )
-    if tuple(target.shape) != expected:
-        last = tuple(logits.shape[:-1])
-        hint = (
-            "; for (..., C) logits with the classes last pass class_dim=-1"
-            if tuple(target.shape) == last and dim != logits.dim() - 1
-            else ""
-        )
-        raise ValueError(
-            f"target must have shape {expected} to match {name} {tuple(logits.shape)} "
-            f"(without its dimension {dim}); got {tuple(target.shape)}{hint}"
-        )
-    _same_device(target, logits, "target", name)
+    classes_last = is_tensor(target) and tuple(target.shape) == tuple(logits.shape[:-1])
+    hint = (
+        "; for (..., C) logits with the classes last pass class_dim=-1"
+        if classes_last and dim != logits.dim() - 1
+        else ""
+    )
+    detail = f"without its dimension {dim}"
+    check_target_tensor(target, expected, logits, name, detail=detail, hint=hint)
     # logloss._checks reads the classes on axis 1 (or 0 for a scalar target): a stand-in shaped so
     classes_second = (*expected[:1], c, *expected[1:]) if expected else (c,)
     reference = torch.zeros((), device=logits.device).expand(classes_second)

@@ -156,7 +156,8 @@ def rows_c(
     """C kernel on float32 or bfloat16 rows with unit column stride; ``grad`` may be ``z``.
 
     ``target``: (n,) int64, or (n, c) float32 probabilities with unit column stride; the
-    weights, ``loss`` and the lse vectors: contiguous float32 (the public functions see to it).
+    weights and ``loss``: contiguous float32, the lse vectors contiguous float64 (the callers
+    see to it).
     """
     n, c = z.shape
     probs = target.is_floating_point()

@@ -1,11 +1,11 @@
 """The row-kernel contract of ``logloss.fused``, and its reference implementation in torch.
 
 A row kernel takes logits ``z`` (n, c), targets and a :class:`RowOptions`; it writes each row's
-loss into ``loss`` (n,), optionally its log-sum-exp into ``lse_out`` (n,) and, when ``grad`` is
-given, d(sum_i scale loss_i + z_scale z_loss lse_i^2)/dz into ``grad`` (n, c) (which may be ``z``
-itself).  Targets are class indices (n,) int64 or class probabilities (n, c) float32.  With
-eps the label smoothing, C = ``n_classes`` (default c), w the class weights (1 without) and
-q_i the one-hot of the target t_i or the row of probabilities:
+loss into ``loss`` (n,), optionally its log-sum-exp into ``lse_out`` (n,) float64 and, when
+``grad`` is given, d(sum_i scale loss_i + z_scale z_loss lse_i^2)/dz into ``grad`` (n, c)
+(which may be ``z`` itself).  Targets are class indices (n,) int64 or class probabilities
+(n, c) float32.  With eps the label smoothing, C = ``n_classes`` (default c), w the class
+weights (1 without) and q_i the one-hot of the target t_i or the row of probabilities:
 
     z'_ij  = cap tanh(z_ij / cap)   with a softcap, else z_ij
     lse_i  = logsumexp_j z'_ij      (or ``lse_in[i]`` when given)
@@ -14,18 +14,25 @@ q_i the one-hot of the target t_i or the row of probabilities:
     g_ij   = [(scale A_i + 2 z_loss z_scale lse_i) p_ij - scale w_j q'_ij] dz'_ij/dz_ij
 
 with p_ij = exp(z'_ij - lse_i) and dz'/dz = 1 - (z'/cap)^2.  A row whose target is
-``ignore_index`` gets loss 0, lse 0 and gradient 0.  The z-loss z_loss lse_i^2 is *not* in
-``loss``: the caller adds it from the lse (its mean divides by another count than the weighted
-cross-entropy's).  Without weights, softcap and probabilities this is
+``ignore_index`` gets loss 0, lse 0 and gradient 0; a row of -inf only has lse -inf (its loss
+and gradient are NaN, as PyTorch's); a NaN or +inf logit makes the row's loss, lse and
+gradient NaN.  The z-loss z_loss lse_i^2 is *not* in ``loss``: the caller adds it from the lse
+(its mean divides by another count than the weighted cross-entropy's).  Without weights,
+softcap and probabilities this is
 ``loss_i = lse_i - (1 - eps) z_it - eps/C sum_j z_ij``, ``torch.nn.functional.cross_entropy``.
 
 Three things a vocabulary-parallel loss (each process holds the columns [c0, c0 + c) of the
 logits, of C in all) builds on:
 
-(a) ``lse_out``: each row's log-sum-exp over these columns (float32; float64 for float64 z).
-(b) ``lse_in``: a given lse per row (e.g. the global one, after an all-reduce of the shards'
-    lse), used instead of computing it: g = scale (exp(z - lse) - (1 - eps) [j == t] - eps/C),
-    with ``n_classes=C`` the full class count.
+(a) ``lse_out``: each row's log-sum-exp over these columns, float64 for every dtype of z (the
+    kernels compute it in double: m + log sum_j exp(z_j - m)).  float32 would not do: rounded
+    to float32, an lse of 1e4 is off by up to half an ulp, 4.9e-4, and so would be every
+    probability exp(z - lse) computed from it.
+(b) ``lse_in``: a given lse per row, float64 (e.g. the global one, after an all-reduce of the
+    shards' lse), used instead of computing it: g = scale (exp(z - lse) - (1 - eps) [j == t] -
+    eps/C), with ``n_classes=C`` the full class count.  The float32 loops split it into
+    hi = float32(lse) and lo = lse - hi and take exp(z - lse) = exp(z - hi) exp(-lo): z - hi is
+    exact where it matters (z near the lse), so p keeps float32 accuracy at any magnitude.
 (c) ``RowOptions(shard=True)``: a target outside [0, c) that is not ``ignore_index`` is a class
     of another shard (no -z_t term, no one-hot entry here) instead of an error.  Shift the
     targets by -c0 first.  No class weights.  The gradient then takes the whole row's A = 1,
@@ -33,7 +40,7 @@ logits, of C in all) builds on:
     holds A_k lse minus its share of the linear part, and sum_k A_k = 1).
 
     >>> z, t = torch.tensor([[1.0, 2.0, 0.5, -1.0]]), torch.tensor([2])
-    >>> lse = [torch.empty(1), torch.empty(1)]
+    >>> lse = [torch.empty(1, dtype=torch.float64) for _ in (0, 1)]
     >>> opts = RowOptions(shard=True, n_classes=4)
     >>> for k in (0, 1):  # shard k holds columns 2k, 2k + 1; its targets are shifted by -2k
     ...     rows_torch(z[:, 2 * k : 2 * k + 2], t - 2 * k, None, torch.empty(1), opts, lse[k])
@@ -58,6 +65,7 @@ from dataclasses import dataclass
 import torch
 
 ROW_CHUNK_ELEMENTS = 1 << 22  # rows per float32 scratch chunk: ~16 MiB of logits
+LSE_DTYPE = torch.float64  # of lse_out and lse_in, for every logits dtype (see (a), (b) above)
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,11 @@ def accumulator_dtype(z: torch.Tensor) -> torch.dtype:
     return torch.float64 if z.dtype == torch.float64 else torch.float32
 
 
+def lse_like(z: torch.Tensor) -> torch.Tensor:
+    """An uninitialised (n,) float64 vector on ``z``'s device, for ``lse_out`` of (n, c) rows."""
+    return torch.empty(z.shape[0], dtype=LSE_DTYPE, device=z.device)
+
+
 def row_chunks(n: int, c: int) -> list[tuple[int, int]]:
     """Row ranges of about ``ROW_CHUNK_ELEMENTS`` elements each (at least one row)."""
     step = max(1, ROW_CHUNK_ELEMENTS // max(c, 1))
@@ -100,30 +113,42 @@ def row_chunks(n: int, c: int) -> list[tuple[int, int]]:
 
 
 def _target_terms(
-    x: torch.Tensor, target: torch.Tensor, w: torch.Tensor | float, opts: RowOptions
+    x: torch.Tensor,
+    target: torch.Tensor,
+    w: torch.Tensor | float,
+    lse_parts: tuple[torch.Tensor, torch.Tensor],
+    opts: RowOptions,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(A (n,), sum_j w_j q'_j z'_j (n,), dL/dz' minus its p part (n, c)) of the rows.
+    """(A (n,), the loss rows (n,), dL/dz' minus its p part (n, c)) of rows whose log-sum-exp
+    is hi + lo (``lse_parts``, (n,) float64 each); A and the loss in float64.
 
-    Products are plain, as PyTorch's: a zero coefficient times a -inf logit is NaN.
+    The loss of index targets is (1 - eps) w_t ((hi - z'_t) + lo) + eps/C ((W hi - sum_j w_j
+    z'_j) + W lo): with hi the row max, hi - z'_t is exact, so a loss far below the lse's ulp
+    (a confident right answer) keeps its relative accuracy, as PyTorch's.  Products are plain,
+    as PyTorch's: a zero coefficient times a -inf logit is NaN.
     """
     c = x.shape[1]
     eps = opts.smoothing
     eps_c = eps / (opts.n_classes or c)
+    hi, lo = lse_parts
     if target.is_floating_point():  # (n, c) probabilities
         wq = ((1.0 - eps) * target.to(x.dtype) + eps_c) * w  # (n, c)
-        return wq.sum(dim=1), (wq * x).sum(dim=1), -wq
+        coef = wq.sum(dim=1).to(LSE_DTYPE)
+        return coef, (coef * hi - (wq * x).sum(dim=1).to(LSE_DTYPE)) + coef * lo, -wq
     has_t = (target >= 0) & (target < c)  # (n,): a class of these columns
     safe_t = target.where(has_t, 0).unsqueeze(1)  # (n, 1)
     wt = w[safe_t.squeeze(1)] if torch.is_tensor(w) else torch.ones_like(x[:, 0])
     wt = wt.where(has_t, 0.0)  # (n,)
-    total_w = w.sum() if torch.is_tensor(w) else float(c)
-    coef = (1.0 - eps) * wt + eps_c * total_w
-    lin = ((1.0 - eps) * wt * x.gather(1, safe_t).squeeze(1)).where(has_t, 0.0)
+    total_w = float(w.sum()) if torch.is_tensor(w) else float(c)
+    held = (1.0 - eps) * wt.to(LSE_DTYPE)  # (n,)
+    x_t = x.gather(1, safe_t).squeeze(1).to(LSE_DTYPE)  # (n,)
+    loss = (held * ((hi - x_t) + lo)).where(has_t, 0.0)
     if eps > 0.0:  # skipped at 0, as PyTorch: 0 * sum(-inf) would be NaN
-        lin = lin + eps_c * (x * w).sum(dim=1)
+        spread = (total_w * hi - (x * w).sum(dim=1).to(LSE_DTYPE)) + total_w * lo
+        loss = loss + eps_c * spread
     rest = (-eps_c * w) * torch.ones_like(x)  # (n, c)
     rest.scatter_add_(1, safe_t, (-(1.0 - eps) * wt).unsqueeze(1))
-    return coef, lin, rest
+    return held + eps_c * total_w, loss, rest
 
 
 def rows_torch(
@@ -139,26 +164,36 @@ def rows_torch(
     x = z.to(accumulator_dtype(z))  # (n, c)
     if opts.softcap is not None:
         x = opts.softcap * torch.tanh(x / opts.softcap)
-    # softmax as exp(x - max) / sum, not exp(x - lse): x - max is exact for the entries that do
-    # not underflow (Sterbenz), while lse is rounded at the logits' magnitude (2e-12 relative at
-    # 1e4 in float64).  A +inf logit or an all -inf row gives NaN (inf - inf), as PyTorch's row.
-    shift = x.amax(dim=1, keepdim=True) if lse_in is None else lse_in.to(x).unsqueeze(1)
-    e = torch.exp(x - shift)  # (n, c)
+    # softmax as exp(x - hi) / S, lse = hi + lo: hi the row max (0 for a row of -inf only, whose
+    # lse is then log 0 = -inf) and lo = log S, or, with a given lse, hi = lse rounded to x's
+    # dtype, lo = lse - hi and S = exp(lo).  x - hi is exact for the entries that do not
+    # underflow (Sterbenz), while an lse rounded to float32 is off by up to half an ulp of the
+    # logits (4.9e-4 at 1e4).  A NaN or +inf logit makes the row NaN (inf - inf), as PyTorch's.
+    if lse_in is None:
+        hi = x.amax(dim=1, keepdim=True)  # (n, 1)
+        hi = hi.masked_fill(hi == -torch.inf, 0.0)
+    else:
+        hi = lse_in.to(x.dtype).unsqueeze(1)
+    e = torch.exp(x - hi)  # (n, c)
     total = e.sum(dim=1, keepdim=True)  # (n, 1)
-    if lse_in is not None:  # a NaN or +inf logit makes the row NaN, as when lse is computed
-        total = torch.where(total.isfinite(), 1.0, torch.nan)
-    lse = (shift + torch.log(total)).squeeze(1)  # (n,)
+    hi64 = hi.squeeze(1).to(LSE_DTYPE)
+    if lse_in is None:
+        lo = torch.log(total.squeeze(1)).to(LSE_DTYPE)
+    else:
+        lo = torch.where(total.squeeze(1).isfinite(), lse_in.to(LSE_DTYPE) - hi64, torch.nan)
+        total = torch.exp(lo).to(x.dtype).unsqueeze(1)
+    lse = hi64 + lo
     w = opts.weight.to(x) if opts.weight is not None else 1.0
-    coef, lin, rest = _target_terms(x, target, w, opts)
+    coef, loss_rows, rest = _target_terms(x, target, w, (hi64, lo), opts)
     skip, bad = _row_flags(target, x.shape[1], opts)
-    _write_rows(loss, coef * lse - lin, skip, bad)
+    _write_rows(loss, loss_rows, skip, bad)
     if lse_out is not None:
         _write_rows(lse_out, lse, skip, bad)
     if grad is None:
         return
     # a shard's gradient takes the whole row's A, 1 (its loss row keeps its own share of A)
     p_coef = opts.scale * (1.0 if opts.shard else coef) + (2.0 * opts.z_loss) * opts.z_scale * lse
-    g = e.div_(total).mul_(p_coef.unsqueeze(1)).add_(rest.mul_(opts.scale))
+    g = e.div_(total).mul_(p_coef.to(x.dtype).unsqueeze(1)).add_(rest.mul_(opts.scale))
     if opts.softcap is not None:
         g.mul_(1.0 - (x / opts.softcap) ** 2)
     _write_rows(grad, g, skip.unsqueeze(1), bad.unsqueeze(1))

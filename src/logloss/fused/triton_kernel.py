@@ -88,10 +88,18 @@ if triton is not None:
                 coef_acc += w
                 lin_acc += tl.where(mask, w * v, 0.0)
         mx = tl.max(m, axis=0)
-        mx_shift = tl.where(mx == float("-inf"), 0.0, mx)
-        lse = mx_shift + tl.log(tl.sum(s * tl.exp(m - mx_shift), axis=0))
+        # p = exp((z' - hi) - lo) with lse = hi + lo in float64: hi the max and lo the log-sum,
+        # or hi the given lse rounded to float32 and lo the rest; z' - hi is exact near the lse,
+        # so p keeps float32 accuracy at any magnitude (a float32 lse of 1e4 is 5e-4 off)
+        hi = tl.where(mx == float("-inf"), 0.0, mx)
+        lo = tl.log(tl.sum(s * tl.exp(m - hi), axis=0))
+        lo64 = lo.to(tl.float64)
+        lse = hi.to(tl.float64) + lo64
         if LSE_IN:  # the given lse; a NaN (or +inf) row stays NaN
-            lse = tl.where(lse == lse, tl.load(lse_in_ptr + row).to(tl.float32), lse)
+            lse = tl.where(lse == lse, tl.load(lse_in_ptr + row).to(tl.float64), lse)
+            hi = lse.to(tl.float32)
+            lo64 = lse - hi.to(tl.float64)
+            lo = lo64.to(tl.float32)
         if SOFT:
             coef = tl.sum(coef_acc, axis=0)
             lin = tl.sum(lin_acc, axis=0)
@@ -101,30 +109,35 @@ if triton is not None:
             wt = tl.where(has_t, 1.0, 0.0)
             if HAS_WEIGHT:
                 wt = wt * tl.load(w_ptr + t_safe)
-            zt = load_z(x_row, t_safe, True, softcap, CAPPED)
+            zt = load_z(x_row, t_safe, True, softcap, CAPPED).to(tl.float64)
             coef = (1.0 - eps) * wt
-            lin = tl.where(has_t, (1.0 - eps) * wt * zt, 0.0)
+            lin = tl.where(has_t, (1.0 - eps) * wt * zt, 0.0)  # float64: A lse - lin cancels
             if SMOOTHING:
                 coef += eps_c * tl.sum(coef_acc, axis=0)
-                lin += eps_c * tl.sum(lin_acc, axis=0)
-        loss = tl.where(ignored, 0.0, tl.where(bad, float("nan"), coef * lse - lin))
-        tl.store(loss_ptr + row, loss)
+                lin += eps_c * tl.sum(lin_acc, axis=0).to(tl.float64)
+        # (A hi - lin) + A lo: for a target at the row max hi - z_t is exact, so a loss far
+        # below the lse's ulp keeps its relative accuracy
+        coef64 = coef.to(tl.float64)
+        row_loss = (coef64 * hi.to(tl.float64) - lin) + coef64 * lo64
+        loss = tl.where(ignored, 0.0, tl.where(bad, float("nan"), row_loss))
+        tl.store(loss_ptr + row, loss.to(tl.float32))
         if LSE_OUT:
             tl.store(lse_out_ptr + row, tl.where(ignored, 0.0, tl.where(bad, float("nan"), lse)))
         if WRITE_GRAD:
             # a shard's gradient takes the whole row's A, 1 (its loss row keeps its own share)
             coef_g = 1.0 if SHARD else coef
             scale = tl.load(scale_ptr).to(tl.float32)
-            p_coef = scale * coef_g + 2.0 * z_loss * tl.load(z_scale_ptr).to(tl.float32) * lse
+            z_coef = 2.0 * z_loss * tl.load(z_scale_ptr).to(tl.float32) * lse.to(tl.float32)
+            p_coef = scale * coef_g + z_coef
             row_out = tl.where(ignored, 0.0, tl.where(bad, float("nan"), 1.0))  # 0, NaN or as is
             write_gradient(
-                x_row, g_ptr + row * g_stride, q_row, w_ptr, t, wt, lse, p_coef, scale, row_out,
-                n_cols, eps, eps_c, softcap, BLOCK, SOFT, HAS_WEIGHT, CAPPED,
+                x_row, g_ptr + row * g_stride, q_row, w_ptr, t, wt, hi, lo, p_coef, scale,
+                row_out, n_cols, eps, eps_c, softcap, BLOCK, SOFT, HAS_WEIGHT, CAPPED,
             )  # fmt: skip
 
     @triton.jit
     def write_gradient(
-        x_row, g_row, q_row, w_ptr, t, wt, lse, p_coef, scale, row_out,
+        x_row, g_row, q_row, w_ptr, t, wt, hi, lo, p_coef, scale, row_out,
         n_cols, eps, eps_c, softcap,
         BLOCK: tl.constexpr, SOFT: tl.constexpr, HAS_WEIGHT: tl.constexpr, CAPPED: tl.constexpr,
     ):  # fmt: skip
@@ -140,7 +153,7 @@ if triton is not None:
                 rest = w * ((1.0 - eps) * q + eps_c)
             else:
                 rest = eps_c * w + tl.where(cols == t, (1.0 - eps) * wt, 0.0)
-            g = p_coef * tl.exp(v - lse) - scale * rest
+            g = p_coef * tl.exp((v - hi) - lo) - scale * rest
             if CAPPED:
                 u = v / softcap
                 g = g * (1.0 - u * u)
@@ -158,7 +171,8 @@ def rows(
     lse_in: torch.Tensor | None = None,
 ) -> None:
     """The row kernel of :mod:`.rows` on CUDA: loss rows of ``z`` (n, C) into ``loss`` (n,)
-    float32, the lse into ``lse_out``, the gradient into ``grad`` (may be ``z``)."""
+    float32, the lse into ``lse_out`` (n,) float64 (``lse_in`` float64 too), the gradient into
+    ``grad`` (may be ``z``)."""
     n, c = z.shape
     if z.stride(1) != 1:
         z = z.contiguous()
