@@ -88,6 +88,8 @@ def test_the_class_weights_are_a_buffer_that_follows_the_module() -> None:
 
 @pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1, "reduction": "sum"}])
 def test_linear_module_matches_torch_linear_cross_entropy_loss(options: dict) -> None:
+    if not hasattr(torch.nn, "LinearCrossEntropyLoss"):  # older torch (2.11) lacks the reference
+        pytest.skip(f"torch {torch.__version__} has no nn.LinearCrossEntropyLoss to compare with")
     x, target = data()
     torch.manual_seed(3)
     theirs = torch.nn.LinearCrossEntropyLoss(16, C, bias=True, **options).to(DEVICE)

@@ -22,13 +22,17 @@ from logloss.fused.rows import RowOptions, accumulator_dtype, lse_like
 
 
 def scale_for(reduction: str, denominator: torch.Tensor) -> torch.Tensor | float:
-    """Gradient pre-scale: 1/denominator for mean (0 when it is 0), 1 for sum and none."""
+    """Gradient pre-scale: 1/denominator for mean (0 when it is 0), 1 for sum and none.
+
+    On CUDA a float64 device tensor (no host sync): float64 rows need 1/N to float64
+    accuracy, and the float32 kernels round it once when they load it."""
     if reduction != "mean":
         return 1.0
     if denominator.device.type == "cpu":
         value = float(denominator)
         return 1.0 / value if value else 0.0
-    return torch.where(denominator != 0, 1.0 / denominator, 0.0).to(torch.float32)
+    denominator = denominator.to(torch.float64)
+    return torch.where(denominator != 0, 1.0 / denominator, 0.0)
 
 
 def denominators(target: torch.Tensor, opts: RowOptions) -> tuple[torch.Tensor, torch.Tensor]:
