@@ -65,16 +65,18 @@ def _liger_version() -> str:
     try:
         from importlib.metadata import version
 
+        import liger_kernel.transformers  # noqa: F401 (what the benchmark imports)
+
         return version("liger-kernel")
-    except Exception:  # not installed: the benchmark leaves it out
-        return "not installed"
+    except Exception as error:  # not installed, or broken: the benchmark leaves it out
+        return f"not used ({type(error).__name__}: {error})"
 
 
 def _pytest(args: list[str], timeout: float, log: str) -> dict:
     """pytest on the GPU; its whole output goes to ``results/LOG`` as it runs (kept when the
     part times out), the summary and the failures' names into the report."""
     env = dict(os.environ, LOGLOSS_TEST_DEVICE="cuda", PYTHONPATH=str(ROOT / "src"))
-    cmd = [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", *args]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", *args]
     path = RESULTS / log
     with open(path, "w", encoding="utf-8") as out:
         run = subprocess.run(
@@ -119,12 +121,24 @@ def _liger() -> dict[str, Callable] | None:
             LigerCrossEntropyLoss,
             LigerFusedLinearCrossEntropyLoss,
         )
-    except ImportError:  # optional: the benchmark leaves Liger out where it is not installed
+    except Exception:  # optional: left out where it does not import (the environment part says why)
         return None
     return {"ce": LigerCrossEntropyLoss, "linear": LigerFusedLinearCrossEntropyLoss}
 
 
-def _cross_entropy_methods(z, target, liger) -> dict[str, Callable[[], object]]:
+def _step(loss_of: Callable[[], object], *leaves) -> Callable[[], None]:
+    """One training step's loss + backward, the leaves' gradients dropped first (as
+    ``zero_grad(set_to_none=True)``): no method pays for accumulating into an old gradient."""
+
+    def step() -> None:
+        for leaf in leaves:
+            leaf.grad = None
+        loss_of().backward()
+
+    return step
+
+
+def _cross_entropy_methods(z, target, liger) -> dict[str, Callable[[], None]]:
     import torch
     import torch.nn.functional as F
 
@@ -132,13 +146,20 @@ def _cross_entropy_methods(z, target, liger) -> dict[str, Callable[[], object]]:
 
     compiled = torch.compile(F.cross_entropy)
     methods = {
-        "fused": lambda: fused.cross_entropy(z, target).backward(),
-        "eager": lambda: F.cross_entropy(z, target).backward(),
-        "compile": lambda: compiled(z, target).backward(),
+        "fused": _step(lambda: fused.cross_entropy(z, target), z),
+        # writing the gradient over its input, as Liger does: on a copy, as the logits of a
+        # model's last layer would be (the copy is part of the time, as it is for Liger)
+        "fused inplace (copy)": _step(
+            lambda: fused.cross_entropy(z.clone(), target, inplace_backward=True), z
+        ),
+        "eager": _step(lambda: F.cross_entropy(z, target), z),
+        "compile": _step(lambda: compiled(z, target), z),
     }
+    out = torch.empty_like(z)
+    methods["copy_ (floor: one read, one write)"] = lambda: out.copy_(z.detach())
     if liger is not None:
         loss = liger["ce"]()
-        methods["liger"] = lambda: loss(z.clone(), target).backward()  # it writes over its input
+        methods["liger (copy)"] = _step(lambda: loss(z.clone(), target), z)
     return methods
 
 
@@ -158,7 +179,6 @@ def part_benchmark() -> dict:
             seconds, peak = _time(fn)
             rows.append({"case": f"CE N={n} V={v} {str(dtype)[6:]}", "method": name,
                          "ms": seconds * 1e3, "peak_GiB": peak})  # fmt: skip
-            z.grad = None
     rows += _bench_options() + _bench_linear(liger)
     return {"rows": rows}
 
@@ -175,9 +195,9 @@ def _bench_options() -> list[dict]:
     weight = torch.rand(32768, device="cuda") + 0.5
     compiled = torch.compile(composed_options)
     methods = {
-        "fused": lambda: fused.cross_entropy(z, target, weight=weight, **OPTIONS).backward(),
-        "eager": lambda: composed_options(z, target, weight).backward(),
-        "compile": lambda: compiled(z, target, weight).backward(),
+        "fused": _step(lambda: fused.cross_entropy(z, target, weight=weight, **OPTIONS), z),
+        "eager": _step(lambda: composed_options(z, target, weight), z),
+        "compile": _step(lambda: compiled(z, target, weight), z),
     }
     rows = []
     for name, fn in methods.items():
@@ -197,24 +217,24 @@ def _bench_linear(liger) -> list[dict]:
     hidden = (torch.randn(n, h, device="cuda") / h**0.5).bfloat16().requires_grad_()
     weight = torch.randn(v, h, device="cuda").bfloat16().requires_grad_()
     target = torch.randint(0, v, (n,), device="cuda")
+    leaves = (hidden, weight)
     methods = {
-        "fused": lambda: fused.linear_cross_entropy(hidden, weight, target).backward(),
-        "unfused": lambda: F.cross_entropy((hidden @ weight.t()).float(), target).backward(),
+        "fused": _step(lambda: fused.linear_cross_entropy(hidden, weight, target), *leaves),
+        "unfused": _step(lambda: F.cross_entropy((hidden @ weight.t()).float(), target), *leaves),
     }
     if hasattr(F, "linear_cross_entropy"):  # PyTorch's own chunked loss, where this torch has it
         options = torch.nn.LinearCrossEntropyOptions()
-        methods["torch-chunked"] = lambda: F.linear_cross_entropy(
-            hidden, weight, target, options=options
-        ).backward()
+        methods["torch-chunked"] = _step(
+            lambda: F.linear_cross_entropy(hidden, weight, target, options=options), *leaves
+        )
     if liger is not None:
         loss = liger["linear"]()
-        methods["liger"] = lambda: loss(weight, hidden, target).backward()
+        methods["liger"] = _step(lambda: loss(weight, hidden, target), *leaves)
     rows = []
     for name, fn in methods.items():
         seconds, peak = _time(fn, repeats=5)
         rows.append({"case": f"linear N={n} H={h} V={v} bfloat16", "method": name,
                      "ms": seconds * 1e3, "peak_GiB": peak})  # fmt: skip
-        hidden.grad = weight.grad = None
     return rows
 
 

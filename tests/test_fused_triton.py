@@ -165,3 +165,19 @@ def test_triton_shards_give_the_full_gradient(near_1e4: bool) -> None:
     torch.testing.assert_close(
         (losses[0] + losses[1]).double(), expected.detach(), rtol=1e-5, atol=1e-5
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("factor", [1.0, 0.5, -3.0, 0.0])
+def test_triton_scale_in_place_matches_torch_mul(dtype, factor) -> None:
+    # 9000 elements: three blocks of 4096, the last one masked; factor 1 must leave every bit
+    g = (torch.randn(9000, generator=torch.Generator().manual_seed(1)) * 3).to(dtype)
+    expected = (g.float() * factor).to(dtype)  # PyTorch's mul_ by a float32 scalar tensor
+    gd = g.to(DEVICE)
+    out = triton_kernel.scale_in_place(gd, torch.tensor([factor], device=DEVICE))
+    assert out.data_ptr() == gd.data_ptr()
+    # Triton's interpreter truncates float32 to bfloat16 where a GPU rounds: one ulp, 2^-7
+    rtol = 2**-7 if dtype == torch.bfloat16 and not ON_GPU else 0.0
+    torch.testing.assert_close(gd.cpu(), expected, rtol=rtol, atol=0)
+    if factor == 1.0:
+        assert torch.equal(gd.cpu(), g)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from logloss.fused import buffers, linear
-from logloss.fused.dispatch import compute_rows
+from logloss.fused.dispatch import compute_rows, scale_in_place
 from logloss.fused.rows import RowOptions, accumulator_dtype, lse_like
 
 
@@ -65,9 +65,7 @@ def scaled(grad: torch.Tensor, grad_output: torch.Tensor, per_row: bool) -> torc
     """grad * dL_out: per row (N, 1) for reduction='none', else one scalar; in place."""
     if per_row:
         return grad.mul_(grad_output.to(grad.dtype).unsqueeze(-1))
-    if grad_output.device.type == "cpu" and float(grad_output) == 1.0:
-        return grad  # loss.backward(): nothing to do
-    return grad.mul_(grad_output.to(grad.dtype))
+    return scale_in_place(grad, grad_output)
 
 
 def loss_parts(
@@ -91,9 +89,9 @@ def with_scales(
     opts: RowOptions, reduction: str, dens: tuple[torch.Tensor, torch.Tensor]
 ) -> RowOptions:
     """``opts`` with the gradient pre-scales of this batch (1/denominator for a mean)."""
-    return dataclasses.replace(
-        opts, scale=scale_for(reduction, dens[0]), z_scale=scale_for(reduction, dens[1])
-    )
+    scale = scale_for(reduction, dens[0])
+    z_scale = scale if dens[1] is dens[0] else scale_for(reduction, dens[1])
+    return dataclasses.replace(opts, scale=scale, z_scale=z_scale)
 
 
 def cross_entropy_forward(

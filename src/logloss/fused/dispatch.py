@@ -55,6 +55,20 @@ def kernel_status() -> dict[str, Any]:
     return {"backend": "c", "detail": detail, "simd": cpu_kernel.simd(fn)}
 
 
+def scale_in_place(grad: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """grad *= factor (one element, the incoming gradient of a reduced loss), in place.
+
+    Skipped when factor is 1, the common ``loss.backward()``: on the CPU by reading it, on CUDA
+    by a Triton kernel that returns at once (reading it on the host would wait for the GPU)."""
+    if grad.is_cuda and grad.dtype in FAST_DTYPES and grad.is_contiguous() and triton_available():
+        from logloss.fused import triton_kernel  # optional dependency, CUDA only
+
+        return triton_kernel.scale_in_place(grad, factor.reshape(1))
+    if factor.device.type == "cpu" and float(factor) == 1.0:
+        return grad
+    return grad.mul_(factor.to(grad.dtype))
+
+
 def compute_rows(
     z: torch.Tensor,
     target: torch.Tensor,

@@ -1,11 +1,12 @@
 """Triton row kernel of ``logloss.fused`` (imported only for logits on a CUDA device).
 
 One program per row, the contract of :mod:`.rows`: a first sweep over column blocks keeps an
-online max/sum of exp(z') (z' the capped logits; on a GPU the second exp is cheap, the memory
-read is not) and the sums of the loss's linear part; a second sweep over the (cached) row writes
-g = [(scale A + 2 z_loss z_scale lse) p - scale w q'] dz'/dz.  Same math as ``_kernel.c``.
-Checked on the CPU by Triton's interpreter against PyTorch (tests/test_fused_triton.py, which
-skips where Triton is absent) and on a GPU by benchmarks/gpu_check.py.
+online max and sum of exp(z' - max) (z' the capped logits; one exp per logit, the sum rescaled
+once per block when the max grows) and the sums of the loss's linear part; a second sweep over
+the (cached) row writes g = [(scale A + 2 z_loss z_scale lse) p - scale w q'] dz'/dz.  Same
+math as ``_kernel.c``.  Checked on the CPU by Triton's interpreter against PyTorch
+(tests/test_fused_triton.py, which skips where Triton is absent) and on a GPU by
+benchmarks/gpu_check.py.
 """
 
 from __future__ import annotations
@@ -62,17 +63,17 @@ if triton is not None:
             ignored = t == ignore_index
             has_t = (t >= 0) & (t < n_cols)
             bad = (not SHARD) & (not has_t) & (not ignored)
-        m = tl.full([BLOCK], float("-inf"), tl.float32)
-        s = tl.zeros([BLOCK], tl.float32)
+        m = float("-inf")  # the running max and sum of exp(z' - m): one exp per logit
+        s = 0.0
         coef_acc = tl.zeros([BLOCK], tl.float32)  # sum w q' (probabilities) or sum w
         lin_acc = tl.zeros([BLOCK], tl.float32)  # sum w q' z' (probabilities) or sum w z'
         for start in range(0, n_cols, BLOCK):
             cols = start + tl.arange(0, BLOCK)
             mask = cols < n_cols
             v = load_z(x_row, cols, mask, softcap, CAPPED)
-            m_new = tl.maximum(m, v)
+            m_new = tl.maximum(m, tl.max(v, axis=0))
             shift = tl.where(m_new == float("-inf"), 0.0, m_new)  # avoid (-inf) - (-inf)
-            s = s * tl.exp(m - shift) + tl.exp(v - shift)
+            s = s * tl.exp(m - shift) + tl.sum(tl.exp(v - shift), axis=0)
             m = m_new
             w = (
                 tl.load(w_ptr + cols, mask=mask, other=0.0)
@@ -87,12 +88,11 @@ if triton is not None:
             elif SMOOTHING:
                 coef_acc += w
                 lin_acc += tl.where(mask, w * v, 0.0)
-        mx = tl.max(m, axis=0)
         # p = exp((z' - hi) - lo) with lse = hi + lo in float64: hi the max and lo the log-sum,
         # or hi the given lse rounded to float32 and lo the rest; z' - hi is exact near the lse,
         # so p keeps float32 accuracy at any magnitude (a float32 lse of 1e4 is 5e-4 off)
-        hi = tl.where(mx == float("-inf"), 0.0, mx)
-        lo = tl.log(tl.sum(s * tl.exp(m - hi), axis=0))
+        hi = tl.where(m == float("-inf"), 0.0, m)
+        lo = tl.log(s)
         lo64 = lo.to(tl.float64)
         lse = hi.to(tl.float64) + lo64
         if LSE_IN:  # the given lse; a NaN (or +inf) row stays NaN
@@ -160,6 +160,25 @@ if triton is not None:
             g = tl.where(row_out == 1.0, g, row_out)
             tl.store(g_row + cols, g.to(g_row.dtype.element_ty), mask=mask)
 
+    @triton.jit
+    def scale_unless_one(g_ptr, factor_ptr, numel, BLOCK: tl.constexpr):
+        # g *= factor in place; every program returns at once when factor == 1 (loss.backward()),
+        # which the host could only learn by waiting for the GPU
+        factor = tl.load(factor_ptr).to(tl.float32)
+        if factor != 1.0:
+            offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+            mask = offsets < numel
+            g = tl.load(g_ptr + offsets, mask=mask).to(tl.float32)
+            tl.store(g_ptr + offsets, (g * factor).to(g_ptr.dtype.element_ty), mask=mask)
+
+
+def scale_in_place(grad: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """grad *= factor (a one-element tensor on grad's device) for a contiguous float32, float16
+    or bfloat16 ``grad`` on CUDA, without a pass over ``grad`` when factor is 1."""
+    numel, block = grad.numel(), 4096
+    scale_unless_one[(triton.cdiv(numel, block),)](grad, factor, numel, BLOCK=block, num_warps=8)
+    return grad
+
 
 def rows(
     z: torch.Tensor,
@@ -199,5 +218,8 @@ def rows(
 
 
 def _device_scalar(value: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A (1,) float32 tensor on ``like``'s device (the mean's 1/N stays on the device)."""
-    return torch.as_tensor(value, dtype=torch.float32, device=like.device).reshape(1)
+    """A (1,) tensor on ``like``'s device that the kernel reads as float32: a device tensor as
+    it is (the mean's 1/N), a number filled in on the device (no copy from the host)."""
+    if torch.is_tensor(value) and value.device == like.device:
+        return value.reshape(1)
+    return torch.full((1,), float(value), dtype=torch.float32, device=like.device)
