@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 from scipy import ndimage
 
 from _photos import LIGHTINGS, lit_photo
 from logloss.data.preprocess import (
+    _running,
     background,
     centre_of_mass,
     ink_is_dark,
@@ -225,3 +229,20 @@ def test_a_large_photo_is_reduced_first(data_dir):
     digit = to_mnist(photo)
     clean = to_mnist(images[0])
     assert np.corrcoef(digit.astype(float).ravel(), clean.astype(float).ravel())[0, 1] > 0.9
+
+
+@given(
+    shape=st.tuples(st.integers(1, 40), st.integers(1, 40)),
+    axis=st.sampled_from([0, 1]),
+    fraction=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**32 - 1),
+    maximum=st.booleans(),
+)
+def test_running_extreme_equals_the_window_definition(shape, axis, fraction, seed, maximum):
+    # van Herk / Gil-Werman against the definition: the extreme of each window, read directly
+    image = np.random.default_rng(seed).normal(size=shape)
+    size = 1 + int(fraction * (shape[axis] - 1))
+    extreme = np.maximum if maximum else np.minimum
+    windows = sliding_window_view(image, size, axis=axis)
+    expected = windows.max(axis=-1) if maximum else windows.min(axis=-1)
+    np.testing.assert_array_equal(_running(image, size, axis, extreme), expected)

@@ -25,11 +25,9 @@ survive as ink.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MNIST_SIZE = 28  # side of the output field
@@ -155,15 +153,36 @@ def _reduce(gray: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
     return _resize(gray, max(1, round(gray.shape[0] * scale)), max(1, round(gray.shape[1] * scale)))
 
 
-def _sliding(
-    image: np.ndarray, size: int, reduce: Callable[..., np.ndarray], bounds: tuple[float, float]
-) -> np.ndarray:
-    """``reduce`` (np.min or np.max) over a ``size x size`` square around each pixel.
+def _running(line: np.ndarray, size: int, axis: int, extreme: np.ufunc) -> np.ndarray:
+    """``extreme`` (np.minimum or np.maximum) over every ``size`` consecutive entries along
+    ``axis``: length m -> m - size + 1, in O(m) whatever ``size`` (van Herk / Gil-Werman).
 
-    Separable: rows, then columns.  The borders are padded by odd reflection
-    (``2 f(edge) - f(mirror)``), which continues a linear gradient instead of folding it, clipped
-    to ``bounds`` (the original picture's range) so that a stroke near the border cannot reflect
-    into a value no pixel has.
+    Cut the line into blocks of ``size``; within each block take the running extreme from the
+    left (prefix) and from the right (suffix).  A window starting at i spans at most two
+    blocks, so its extreme is extreme(suffix[i], prefix[i + size - 1]).
+    """
+    x = np.moveaxis(line, axis, 0)  # (m, ...): accumulating over a leading axis is vectorised
+    m = x.shape[0]
+    n_out, n_blocks = m - size + 1, -(-m // size)
+    identity = np.inf if extreme is np.minimum else -np.inf
+    padded = np.full((n_blocks * size, *x.shape[1:]), identity, dtype=np.float64)
+    padded[:m] = x
+    blocks = padded.reshape(n_blocks, size, *x.shape[1:])
+    prefix = extreme.accumulate(blocks, axis=1).reshape(padded.shape)
+    suffix = extreme.accumulate(blocks[:, ::-1], axis=1)[:, ::-1].reshape(padded.shape)
+    out = extreme(suffix[:n_out], prefix[size - 1 : size - 1 + n_out])
+    return np.moveaxis(out, 0, axis)
+
+
+def _sliding(
+    image: np.ndarray, size: int, extreme: np.ufunc, bounds: tuple[float, float]
+) -> np.ndarray:
+    """``extreme`` (np.minimum or np.maximum) over a ``size x size`` square around each pixel.
+
+    Separable: rows, then columns, each a running extreme (:func:`_running`).  The borders are
+    padded by odd reflection (``2 f(edge) - f(mirror)``), which continues a linear gradient
+    instead of folding it, clipped to ``bounds`` (the original picture's range) so that a stroke
+    near the border cannot reflect into a value no pixel has.
     """
     low, high = bounds
     for axis in (0, 1):
@@ -171,7 +190,7 @@ def _sliding(
         padding = [(0, 0), (0, 0)]
         padding[axis] = (before, size - 1 - before)
         padded = np.clip(np.pad(image, padding, mode="reflect", reflect_type="odd"), low, high)
-        image = reduce(sliding_window_view(padded, size, axis=axis), axis=-1)
+        image = _running(padded, size, axis, extreme)
     return image
 
 
@@ -188,7 +207,7 @@ def background(gray: np.ndarray) -> np.ndarray:
     """
     size = max(3, max(gray.shape) // BACKGROUND_DIVISOR) | 1
     bounds = (float(gray.min()), float(gray.max()))
-    return _sliding(_sliding(gray, size, np.min, bounds), size, np.max, bounds)
+    return _sliding(_sliding(gray, size, np.minimum, bounds), size, np.maximum, bounds)
 
 
 def _paper_level(gray: np.ndarray) -> np.ndarray:
@@ -196,13 +215,22 @@ def _paper_level(gray: np.ndarray) -> np.ndarray:
     picture's outer frame (the paper around the digit) -> (H, W): the paper's level under a
     lighting gradient or a vignette."""
     height, width = gray.shape
-    rows, cols = np.mgrid[0:height, 0:width] / max(height, width)  # scaled: a well-posed fit
+    scale = max(height, width)  # coordinates in [0, 1]: a well-posed fit
     frame = np.zeros(gray.shape, dtype=bool)
     frame[[0, -1], :] = frame[:, [0, -1]] = True
-    terms = (np.ones_like(rows), rows, cols, rows * rows, rows * cols, cols * cols)
-    design = np.stack([t[frame] for t in terms], axis=1)  # (F, 6)
-    coefficients = np.linalg.lstsq(design, gray[frame], rcond=None)[0]
-    return sum(c * t for c, t in zip(coefficients, terms, strict=True))
+    r, c = (index / scale for index in np.nonzero(frame))  # (F,) each, row-major as gray[frame]
+    design = np.stack([np.ones_like(r), r, c, r * r, r * c, c * c], axis=1)  # (F, 6)
+    k = np.linalg.lstsq(design, gray[frame], rcond=None)[0]
+    rows = np.arange(height)[:, None] / scale  # (H, 1)
+    cols = np.arange(width)[None, :] / scale  # (1, W)
+    return (
+        k[0]
+        + k[1] * rows
+        + k[2] * cols
+        + k[3] * rows * rows
+        + k[4] * rows * cols
+        + (k[5] * cols * cols)
+    )
 
 
 def ink_is_dark(gray: np.ndarray) -> bool:
