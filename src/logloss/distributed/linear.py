@@ -33,6 +33,7 @@ from logloss.distributed.row_math import (
     row_losses,
 )
 from logloss.distributed.shard_math import shard_gradient
+from logloss.fused.dispatch import scale_in_place
 from logloss.fused.linear import Grads, add_chunk_gradients, chunk_logits, gradient_buffers
 from logloss.fused.rows import accumulator_dtype
 
@@ -119,7 +120,7 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
             inputs = ctx.saved_tensors
             _, grads = _pass(inputs, ctx.plan, ctx.chunk, ctx.needs, ctx.stats, grad_output)
         else:
-            grads = [None if g is None else g.mul_(grad_output) for g in grads]
+            grads = [None if g is None else scale_in_place(g, grad_output) for g in grads]
         return (*grads, None, None, None)
 
 
